@@ -1,0 +1,58 @@
+"""The ``trialbench`` command: one subcommand per job, each a thin call into its stage.
+
+Heavy modules are imported inside each command, so ``trialbench sim`` never imports
+pandas and nothing but ``burst``/``worker`` ever imports Locust (which patches the
+process with gevent on import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness import __version__
+from harness.errors import HarnessError
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from harness.simulator.server import serve
+
+    serve(Path(args.profiles), host=args.host, port=args.port, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; every subcommand is documented here and in the README."""
+    parser = argparse.ArgumentParser(
+        prog="trialbench",
+        description="Benchmark digital-goods suppliers: trials, bursts, code checks, ranking.",
+    )
+    parser.add_argument("--version", action="version", version=f"trialbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = sub.add_parser("sim", help="serve the simulated suppliers and issuer over HTTP")
+    sim.add_argument("--profiles", required=True, metavar="FILE",
+                     help="fleet of behaviour profiles (YAML), e.g. scenarios/fleet-demo.yaml")
+    sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sim.add_argument("--port", type=int, default=0,
+                     help="port to bind; 0 picks a free one and prints the URL (default 0)")
+    sim.add_argument("--seed", type=int, default=None,
+                     help="random seed (default: the profile file's seed)")
+    sim.set_defaults(func=_cmd_sim)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``trialbench`` and ``python -m harness``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except HarnessError as exc:
+        print(f"trialbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("trialbench: interrupted", file=sys.stderr)
+        return 130
+    return code
