@@ -1,0 +1,81 @@
+"""The event log: one JSON object a line, appended and flushed as it happens.
+
+Every fact about a run is an event written the moment it is known, so a crash loses
+nothing already sent; the results tables are derived from the log (``results.py``).
+Bursts write one shard per worker process (``events-<worker>.jsonl``); readers merge
+every ``events*.jsonl`` in a run folder.
+
+Each event has ``t`` (Unix time, seconds, float), ``type`` and its own fields. Codes
+appear only as a keyed hash and a masked serial, never in plain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def _default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return str(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"cannot write {type(value).__name__} to the event log")
+
+
+class EventLog:
+    """Append-only JSON-lines writer; thread-safe, flushed on every event."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: TextIO = path.open("a", encoding="utf-8", buffering=1)
+        self._lock = threading.Lock()
+
+    def write(self, type_: str, /, **fields: Any) -> None:
+        """Record one event now; ``fields`` must be JSON-able (Decimal and datetime are)."""
+        line = json.dumps({"t": time.time(), "type": type_, **fields}, default=_default,
+                          separators=(",", ":"))
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+
+    def sync(self) -> None:
+        """Force the log to disk (end of a phase)."""
+        with self._lock:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+                self._file.close()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_events(run_dir: Path) -> Iterator[dict[str, Any]]:
+    """Every event of a run, from every shard, in time order.
+
+    A torn last line (a crash mid-write) is skipped, not fatal.
+    """
+    events: list[dict[str, Any]] = []
+    for shard in sorted(run_dir.glob("events*.jsonl")):
+        with shard.open(encoding="utf-8") as handle:
+            for line in handle:
+                if not line.endswith("\n"):
+                    break
+                events.append(json.loads(line))
+    events.sort(key=lambda e: e["t"])
+    return iter(events)

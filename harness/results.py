@@ -1,0 +1,334 @@
+"""Results: the run folder, and the tables derived from its event log.
+
+A run is ``results/<run-id>/`` holding ``manifest.json``, the event log
+(``events*.jsonl``, one shard per writer) and Parquet tables built from the log by
+:func:`build_tables`. The tables are the contract with analysis, reports and notebooks;
+every column is documented below with its unit, and :data:`SCHEMAS` is checked by tests.
+
+Events the tables are built from (fields beyond ``t``/``type``):
+
+- ``order_planned``: mode, worker, supplier, client_order_id, sku, quantity, intended_at
+  (Unix s), deadline_s, listed_price, sale_price, face_value. Written *before* sending.
+- ``order_attempt``: supplier, client_order_id, attempt (1-based), method (POST or GET).
+- ``order_error``: supplier, client_order_id, kind, status, phase (place or follow).
+- ``order_accepted``: supplier, client_order_id, status (201 or 200), supplier_order_id,
+  state, unit_price, amount, via (post, or get after an unknown outcome).
+- ``order_observed``: supplier, client_order_id, state, updated_at, source (post, poll,
+  callback).
+- ``order_final``: supplier, client_order_id, state, last_state, amount, unit_price,
+  codes_delivered, delivered_at (supplier's time, RFC 3339 or null), failure_reason,
+  within_deadline, delivered_seen_at (Unix s or null), skipped (cap or null).
+- ``code_checked``: supplier, client_order_id, sku, and the fields of ``CodeCheck``.
+- ``code_redeemed``: supplier, client_order_id, code_hash, status.
+- ``refund_requested`` / ``refund_final``: see the refunds table.
+- ``balance_read``: supplier, phase (before, after_orders, after_refunds), balance.
+- ``callback_received``: supplier, client_order_id, verdict (accepted, stale, forged, bad).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.errors import ResultsError
+from harness.events import read_events
+
+RESULTS_ROOT = Path("results")
+
+ORDERS_COLUMNS: dict[str, str] = {
+    "run_id": "run folder name",
+    "mode": "trial or burst",
+    "worker": "writer of the events (trial, or burst worker id)",
+    "supplier": "supplier name from the scenario",
+    "client_order_id": "the merchant's order id (idempotency key)",
+    "supplier_order_id": "the supplier's id; empty if never accepted",
+    "sku": "product ordered",
+    "quantity": "units ordered",
+    "intended_at": "when the order was scheduled to be sent (UTC timestamp)",
+    "accepted_at": "when the harness learned it was accepted (UTC timestamp; NaT if never)",
+    "final_at": "when following stopped (UTC timestamp)",
+    "acceptance_ms": "accepted_at - intended_at, milliseconds (NaN if never accepted)",
+    "delivery_ms": "first sight of delivery - intended_at, milliseconds (NaN if not delivered)",
+    "deadline_s": "the delivery SLA, seconds",
+    "within_deadline": "delivered no later than intended_at + deadline_s (bool)",
+    "state": "canonical final state: success, partial, failed, refunded, unknown, skipped",
+    "last_state": "last state the supplier reported (unknown if none)",
+    "delivered": "codes issued or top-up made (bool)",
+    "codes_delivered": "number of codes received",
+    "listed_price": "catalog price per unit at the time of ordering, currency units",
+    "unit_price": "price per unit the supplier charged, currency units (NaN if unknown)",
+    "amount": "taken from the balance by this order as last reported, currency units",
+    "sale_price": "merchant's sale price per unit (scenario), currency units",
+    "face_value": "expected face value per unit (scenario), currency units",
+    "attempts": "requests sent for this order (POST and GET)",
+    "errors": "failed requests for this order (any kind)",
+    "error_kind": "kind of the last failed POST if never accepted (e.g. http_503), else empty",
+    "failure_reason": "supplier's reason when failed",
+}
+
+CODES_COLUMNS: dict[str, str] = {
+    "run_id": "run folder name",
+    "supplier": "supplier name",
+    "client_order_id": "order the code came with",
+    "sku": "product",
+    "code_hash": "keyed HMAC-SHA256 of the serial (hex, 32 chars); plain codes never stored here",
+    "serial_masked": "serial with all but the last 4 letters/digits masked",
+    "claimed_face_value": "face value the supplier claims, currency units",
+    "expected_face_value": "face value from the scenario, currency units",
+    "issuer_face_value": "face value the issuer reports, currency units (NaN if unknown)",
+    "expires_at": "expiry (UTC timestamp; NaT if none)",
+    "pattern_ok": "serial matches the product's pattern (bool; NA if no pattern)",
+    "duplicate_of": "this_run or earlier_run if the code was seen before, else empty",
+    "face_value_ok": "claimed and issuer face values equal the expected one (bool)",
+    "expiry_ok": "expires no sooner than the scenario's margin (bool)",
+    "issuer_status": "active, redeemed, expired, disabled, not_found, or unchecked",
+    "verdict": "valid, or the fault: bad_pattern, duplicate, wrong_face_value, not_minted, "
+               "resold, expired, disabled, expiring",
+    "redeemed_sample": "redeemed at the issuer as part of the sample (bool)",
+    "redeem_status": "issuer's answer to the redemption, empty if not redeemed",
+}
+
+REFUNDS_COLUMNS: dict[str, str] = {
+    "run_id": "run folder name",
+    "supplier": "supplier name",
+    "client_order_id": "order refunded",
+    "reason": "unused, invalid_code, wrong_face_value, not_delivered, other",
+    "requested_at": "when the request was sent (UTC timestamp)",
+    "request_status": "HTTP status of the request (0: no answer)",
+    "request_error": "error code when refused (e.g. refund_not_allowed), else empty",
+    "state": "last refund state: pending, approved, rejected, completed, refused, error",
+    "final": "reached rejected or completed while followed (bool)",
+    "claimed_amount": "what the supplier says it returns, currency units (NaN if unknown)",
+    "resolved_at": "when it reached a final state, as first seen (UTC timestamp)",
+    "latency_s": "resolved_at - requested_at, seconds",
+    "credited_amount": "balance increase attributed to this refund, currency units",
+    "credited": "money really back: credited_amount covers claimed_amount (bool; NA unknown)",
+}
+
+SUPPLIERS_COLUMNS: dict[str, str] = {
+    "run_id": "run folder name",
+    "supplier": "supplier name",
+    "balance_before": "balance before the first order, currency units",
+    "balance_after_orders": "balance once every order was final or past its deadline",
+    "balance_after": "balance after refunds were followed",
+    "orders_amount": "sum of order amounts reported before refunds, currency units",
+    "orders_charged": "orders with a non-zero amount",
+    "hidden_fees": "balance drop not explained by order amounts, currency units",
+    "hidden_fee_per_order": "hidden_fees / orders_charged, currency units",
+    "refunds_claimed": "sum of completed refund amounts, currency units",
+    "refunds_credited": "balance increase over the refund phase, currency units",
+}
+
+SCHEMAS = {"orders": ORDERS_COLUMNS, "codes": CODES_COLUMNS, "refunds": REFUNDS_COLUMNS,
+           "suppliers": SUPPLIERS_COLUMNS}
+
+
+@dataclass
+class RunTables:
+    """The tables of one or more runs."""
+
+    orders: pd.DataFrame
+    codes: pd.DataFrame
+    refunds: pd.DataFrame
+    suppliers: pd.DataFrame
+    manifests: list[dict[str, Any]]
+
+
+def _ts(value: float | None) -> pd.Timestamp:
+    return pd.NaT if value is None else pd.Timestamp(value, unit="s", tz="UTC")
+
+
+def _money(value: Any) -> float:
+    return float("nan") if value is None or value == "" else float(value)
+
+
+def _frame(rows: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(columns))
+    return frame
+
+
+def build_tables(run_dir: Path) -> RunTables:
+    """Derive the tables of one run from its event log (and nothing else)."""
+    run_id = run_dir.name
+    manifest = load_manifest(run_dir)
+    orders: dict[tuple[str, str], dict[str, Any]] = {}
+    attempts: dict[tuple[str, str], int] = defaultdict(int)
+    errors: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    codes: list[dict[str, Any]] = []
+    redeemed: dict[str, str] = {}
+    refunds: dict[tuple[str, str], dict[str, Any]] = {}
+    balances: dict[str, dict[str, float]] = defaultdict(dict)
+
+    for event in read_events(run_dir):
+        kind = event["type"]
+        key = (event.get("supplier", ""), event.get("client_order_id", ""))
+        if kind == "order_planned":
+            orders[key] = {
+                "run_id": run_id, "mode": event["mode"], "worker": event.get("worker", ""),
+                "supplier": key[0], "client_order_id": key[1], "supplier_order_id": "",
+                "sku": event["sku"], "quantity": event["quantity"],
+                "intended_at": event["intended_at"], "accepted_at": None, "final_at": None,
+                "deadline_s": event["deadline_s"], "listed_price": _money(event["listed_price"]),
+                "sale_price": _money(event["sale_price"]),
+                "face_value": _money(event["face_value"]), "delivered_seen_at": None,
+                "state": "unknown", "last_state": "unknown", "unit_price": float("nan"),
+                "amount": 0.0, "codes_delivered": 0, "failure_reason": "",
+            }
+        elif kind == "order_attempt":
+            attempts[key] += 1
+        elif kind == "order_error":
+            errors[key].append(event)
+        elif kind == "order_accepted" and key in orders:
+            row = orders[key]
+            if row["accepted_at"] is None:
+                row["accepted_at"] = event["t"]
+            row["supplier_order_id"] = event["supplier_order_id"]
+        elif kind == "order_final" and key in orders:
+            row = orders[key]
+            row.update(final_at=event["t"], state=event["state"], last_state=event["last_state"],
+                       amount=_money(event["amount"]), unit_price=_money(event["unit_price"]),
+                       codes_delivered=event["codes_delivered"],
+                       failure_reason=event.get("failure_reason") or "",
+                       delivered_seen_at=event.get("delivered_seen_at"))
+        elif kind == "code_checked":
+            codes.append({**event, "run_id": run_id})
+        elif kind == "code_redeemed":
+            redeemed[event["code_hash"]] = event["status"]
+        elif kind == "refund_requested":
+            refunds[key] = {"run_id": run_id, "supplier": key[0], "client_order_id": key[1],
+                            "reason": event["reason"], "requested_at": event["t"],
+                            "request_status": event["status"],
+                            "request_error": event.get("error") or "",
+                            "state": event.get("state") or "error", "final": False,
+                            "claimed_amount": _money(event.get("amount")),
+                            "resolved_at": None, "credited_amount": float("nan"),
+                            "credited": None}
+        elif kind == "refund_final" and key in refunds:
+            refunds[key].update(state=event["state"], final=event["final"],
+                                claimed_amount=_money(event.get("amount")),
+                                resolved_at=event.get("resolved_seen_at"),
+                                credited_amount=_money(event.get("credited_amount")),
+                                credited=event.get("credited"))
+        elif kind == "balance_read":
+            balances[key[0]][event["phase"]] = _money(event["balance"])
+
+    order_rows = []
+    for key, row in orders.items():
+        errs = errors.get(key, [])
+        place_errs = [e for e in errs if e.get("phase") == "place"]
+        delivered = row["state"] in ("success", "partial", "refunded")
+        seen = row.pop("delivered_seen_at")
+        intended = row["intended_at"]
+        row["acceptance_ms"] = (row["accepted_at"] - intended) * 1000 \
+            if row["accepted_at"] is not None else float("nan")
+        row["delivery_ms"] = (seen - intended) * 1000 if seen is not None else float("nan")
+        row["within_deadline"] = bool(seen is not None and seen - intended <= row["deadline_s"])
+        row["delivered"] = delivered
+        row["attempts"] = attempts.get(key, 0)
+        row["errors"] = len(errs)
+        row["error_kind"] = place_errs[-1]["kind"] if place_errs and row["accepted_at"] is None \
+            else ""
+        row["intended_at"] = _ts(intended)
+        row["accepted_at"] = _ts(row["accepted_at"])
+        row["final_at"] = _ts(row["final_at"])
+        order_rows.append(row)
+
+    code_rows = []
+    for event in codes:
+        row = {col: event.get(col) for col in CODES_COLUMNS}
+        row["run_id"] = run_id
+        for col in ("claimed_face_value", "expected_face_value", "issuer_face_value"):
+            row[col] = _money(row[col])
+        row["expires_at"] = pd.Timestamp(row["expires_at"]) if row["expires_at"] else pd.NaT
+        row["duplicate_of"] = row["duplicate_of"] or ""
+        row["redeemed_sample"] = event["code_hash"] in redeemed
+        row["redeem_status"] = redeemed.get(event["code_hash"], "")
+        code_rows.append(row)
+
+    refund_rows = []
+    for row in refunds.values():
+        resolved = row["resolved_at"]
+        row["latency_s"] = resolved - row["requested_at"] if resolved is not None \
+            else float("nan")
+        row["requested_at"] = _ts(row["requested_at"])
+        row["resolved_at"] = _ts(resolved)
+        refund_rows.append(row)
+
+    supplier_rows = []
+    for supplier, phases in balances.items():
+        sup_orders = [r for r in order_rows if r["supplier"] == supplier]
+        amount = sum(r["amount"] for r in sup_orders if r["amount"] == r["amount"])
+        before_refunds = [r for r in refund_rows if r["supplier"] == supplier]
+        # order amounts as reported before refunds: add back what completed refunds returned
+        claimed = sum(r["claimed_amount"] for r in before_refunds
+                      if r["state"] == "completed" and r["claimed_amount"] == r["claimed_amount"])
+        orders_amount = amount + claimed
+        charged = sum(1 for r in sup_orders if r["amount"] > 0 or r["state"] == "refunded")
+        before = phases.get("before", float("nan"))
+        after_orders = phases.get("after_orders", float("nan"))
+        after = phases.get("after_refunds", after_orders)
+        hidden = round(before - after_orders - orders_amount, 2)
+        supplier_rows.append({
+            "run_id": run_id, "supplier": supplier, "balance_before": before,
+            "balance_after_orders": after_orders, "balance_after": after,
+            "orders_amount": round(orders_amount, 2), "orders_charged": charged,
+            "hidden_fees": hidden,
+            "hidden_fee_per_order": round(hidden / charged, 4) if charged else float("nan"),
+            "refunds_claimed": round(claimed, 2),
+            "refunds_credited": round(after - after_orders, 2),
+        })
+
+    return RunTables(
+        orders=_typed(_frame(order_rows, ORDERS_COLUMNS)),
+        codes=_typed(_frame(code_rows, CODES_COLUMNS)),
+        refunds=_typed(_frame(refund_rows, REFUNDS_COLUMNS)),
+        suppliers=_typed(_frame(supplier_rows, SUPPLIERS_COLUMNS)),
+        manifests=[manifest],
+    )
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stable dtypes so empty and full tables write the same Parquet schema."""
+    for col in frame.columns:
+        if frame[col].dtype == object and frame[col].map(lambda v: isinstance(v, bool)).all() \
+                and len(frame):
+            frame[col] = frame[col].astype(bool)
+    return frame
+
+
+def write_tables(run_dir: Path, tables: RunTables) -> None:
+    """Write the Parquet tables and ``schema.json`` (column → meaning and unit)."""
+    for name in SCHEMAS:
+        getattr(tables, name).to_parquet(run_dir / f"{name}.parquet", index=False)
+    (run_dir / "schema.json").write_text(json.dumps(SCHEMAS, indent=2) + "\n")
+
+
+def load_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "manifest.json"
+    if not path.exists():
+        raise ResultsError(f"{run_dir}: no manifest.json; is this a trialbench run folder?")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def load_runs(run_dirs: Iterable[Path]) -> RunTables:
+    """Load and concatenate the tables of runs (building them from the log if missing)."""
+    parts: list[RunTables] = []
+    for run_dir in run_dirs:
+        if not run_dir.is_dir():
+            raise ResultsError(f"{run_dir}: no such run folder; see `ls results/`")
+        if all((run_dir / f"{name}.parquet").exists() for name in SCHEMAS):
+            frames = {n: pd.read_parquet(run_dir / f"{n}.parquet") for n in SCHEMAS}
+            parts.append(RunTables(**frames, manifests=[load_manifest(run_dir)]))
+        else:
+            parts.append(build_tables(run_dir))
+    if not parts:
+        raise ResultsError("no run folders given")
+    merged = {n: pd.concat([getattr(p, n) for p in parts], ignore_index=True) for n in SCHEMAS}
+    return RunTables(**merged, manifests=[m for p in parts for m in p.manifests])
