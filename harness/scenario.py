@@ -1,0 +1,630 @@
+"""The scenario file: what to test, against whom, and within which limits.
+
+A scenario is YAML validated into the frozen pydantic models below. Every problem is a
+:class:`~harness.errors.ScenarioError` (or :class:`~harness.errors.MissingEnvError`) with
+one line that names the file, the line, the key, and what to write instead::
+
+    scenarios/demo.yaml:12: suppliers[0].products[1].face_value: Input should be greater than 0
+
+A minimal scenario::
+
+    name: demo
+    suppliers:
+      - name: acme
+        base_url: ${TRIALBENCH_SIM_URL}/suppliers/acme
+        credentials: {api_key: "${ACME_API_KEY}", secret: "${ACME_SECRET}"}
+        products:
+          - {sku: steam-50, face_value: 50, sale_price: 52.50}
+    trial:
+      deadline_s: 1800
+      spending_cap: 500
+
+``${VAR}`` may appear inside any string value and is replaced from the environment
+before validation. Credentials must be exactly one ``${VAR}`` reference: secrets never
+appear in scenario files, and the resolved values are kept in :class:`EnvSecret`, which
+shows only the reference in ``repr``, ``str``, ``model_dump`` and :meth:`Scenario.manifest_dict`.
+
+Safety: a supplier or issuer URL whose host is not loopback (``127.0.0.1``, ``::1``,
+``localhost``) is refused unless the scenario sets ``allow_non_loopback: true``.
+
+The JSON Schema (``trialbench schema``, shipped as ``scenarios/scenario.schema.json``)
+describes the file as written, before ``${VAR}`` replacement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, final
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import core_schema
+
+from harness.errors import MissingEnvError, ScenarioError
+from harness.yamlfile import Loc, LocatedValueError, format_loc, read_yaml, validate_located
+
+__all__ = [
+    "KNOWN_DRIVERS",
+    "AfterSalesPlan",
+    "Credentials",
+    "EnvSecret",
+    "FeesConfig",
+    "IssuerConfig",
+    "PollPlan",
+    "ProductConfig",
+    "Scenario",
+    "SupplierConfig",
+    "TrialPlan",
+    "load_scenario",
+    "parse_scenario",
+    "scenario_hash",
+    "scenario_json_schema",
+]
+
+KNOWN_DRIVERS: tuple[str, ...] = ("reference",)
+"""Driver names a supplier may use; the first is the default."""
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+_SLUG_RE = re.compile(SLUG_PATTERN)
+_VAR_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+ENV_REF_PATTERN = rf"^\$\{{{_VAR_NAME}\}}$"
+_ENV_REF_RE = re.compile(ENV_REF_PATTERN)
+_REF_RE = re.compile(rf"\$\{{({_VAR_NAME})\}}")
+_LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+# --------------------------------------------------------------------------- ${VAR}
+
+
+class _Interpolated(str):
+    """A string after ``${VAR}`` replacement that remembers what the file said.
+
+    Its ``repr`` is the template, so pydantic's error reports never show resolved values.
+    """
+
+    template: str
+
+    def __new__(cls, value: str, template: str) -> Self:
+        self = super().__new__(cls, value)
+        self.template = template
+        return self
+
+    def __repr__(self) -> str:
+        return repr(self.template)
+
+
+def _resolve(text: str, env: Mapping[str, str], where: str) -> str:
+    """Replace every ``${VAR}`` in ``text``; ``where`` prefixes error messages."""
+    out: list[str] = []
+    pos = 0
+    while (start := text.find("${", pos)) != -1:
+        match = _REF_RE.match(text, start)
+        if match is None:
+            raise ScenarioError(
+                f"{where}malformed reference at {text[start:start + 20]!r}; write ${{NAME}} "
+                "with letters, digits and _ (only the ${VAR} form is supported)")
+        name = match.group(1)
+        if name not in env:
+            raise MissingEnvError(f"{where}environment variable {name} is not set; "
+                                  f"export {name}=... before loading the scenario")
+        out.append(text[pos:start])
+        out.append(env[name])
+        pos = match.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _interpolate(data: Any, env: Mapping[str, str], source: str, lines: dict[Loc, int],
+                 loc: Loc = ()) -> Any:
+    """Return ``data`` with ``${VAR}`` replaced in every string value (not in keys)."""
+    if isinstance(data, str):
+        if "${" not in data:
+            return data
+        line = lines.get(loc)
+        where = f"{source}:{line}: " if line is not None else f"{source}: "
+        if loc:
+            where += f"{format_loc(loc)}: "
+        return _Interpolated(_resolve(data, env, where), data)
+    if isinstance(data, dict):
+        return {key: _interpolate(value, env, source, lines, (*loc, key))
+                for key, value in data.items()}
+    if isinstance(data, list):
+        return [_interpolate(item, env, source, lines, (*loc, index))
+                for index, item in enumerate(data)]
+    return data
+
+
+def _as_written(value: object) -> str:
+    """How a value appeared in the file: the template if it was interpolated."""
+    if isinstance(value, _Interpolated):
+        if value.template == str(value):
+            return repr(value.template)
+        return f"{str(value)!r} (from {value.template!r})"
+    return repr(value)
+
+
+@final
+class EnvSecret:
+    """A credential read from the environment: the ``${VAR}`` reference is public, the value not.
+
+    ``repr``, ``str`` and serialisation show only the reference; call
+    :meth:`get_secret_value` where the value is really needed (signing a request).
+    """
+
+    __slots__ = ("_value", "ref")
+
+    def __init__(self, ref: str, value: str) -> None:
+        if not _ENV_REF_RE.match(ref):
+            raise ValueError(f"not a ${{VAR}} reference: {ref!r}")
+        self.ref = ref
+        self._value = value
+
+    @property
+    def variable(self) -> str:
+        """The environment variable's name, e.g. ``ACME_API_KEY``."""
+        return self.ref[2:-1]
+
+    def get_secret_value(self) -> str:
+        """The resolved secret."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"EnvSecret({self.ref!r})"
+
+    def __str__(self) -> str:
+        return self.ref
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EnvSecret):
+            return NotImplemented
+        return self.ref == other.ref and hmac.compare_digest(
+            self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self.ref)
+
+    @classmethod
+    def _validate(cls, value: object) -> EnvSecret:
+        if isinstance(value, EnvSecret):
+            return value
+        if isinstance(value, _Interpolated) and _ENV_REF_RE.match(value.template):
+            if not value:
+                raise ValueError(f"{value.template} is set but empty; export its value")
+            return cls(value.template, str(value))
+        if isinstance(value, str) and _ENV_REF_RE.match(value):
+            raise ValueError(f"{value} was not resolved; load scenarios with load_scenario() "
+                             "or parse_scenario(), which read the environment")
+        raise ValueError("a literal value is not allowed; write ${ENV_VAR}: "
+                         "secrets never appear in scenario files")
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler
+                                     ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls._validate,
+            json_schema_input_schema=core_schema.str_schema(pattern=ENV_REF_PATTERN),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda secret: secret.ref, when_used="always"),
+        )
+
+
+# --------------------------------------------------------------------------- field types
+
+
+def _check_slug(value: str) -> str:
+    if not _SLUG_RE.match(value):
+        raise ValueError(f"{value!r} is not a slug; write lowercase letters, digits, - and _, "
+                         "starting with a letter or digit (e.g. acme-cards)")
+    return value
+
+
+def _check_url(value: object) -> object:
+    """Accept an http(s) URL with a host and no credentials, query or fragment."""
+    if not isinstance(value, str):
+        return value  # pydantic reports the wrong type
+    shown = _as_written(value)
+    parts = urlsplit(str(value))
+    fix = "write e.g. http://127.0.0.1:8080/suppliers/acme"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{shown} is not an http:// or https:// URL with a host; {fix}")
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port lazily)
+    except ValueError as exc:
+        raise ValueError(f"{shown} has an invalid port; {fix}") from exc
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("user:password@ is not allowed in a URL; put credentials in "
+                         "credentials: as ${ENV_VAR} references")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{shown} has a query or fragment; write the base URL only")
+    return str(value).rstrip("/")
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+Money = Annotated[Decimal, Field(gt=0, decimal_places=2, allow_inf_nan=False)]
+Percent = Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)]
+Slug = Annotated[str, AfterValidator(_check_slug),
+                 Field(json_schema_extra={"pattern": SLUG_PATTERN})]
+Url = Annotated[str, BeforeValidator(_check_url)]
+
+_CONFIG = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+# --------------------------------------------------------------------------- models
+
+
+class Credentials(BaseModel):
+    """A supplier's API credentials, each a ``${ENV_VAR}`` reference."""
+
+    model_config = _CONFIG
+
+    api_key: EnvSecret
+    """The merchant's API key at this supplier: write ``${ENV_VAR}``."""
+    secret: EnvSecret
+    """The signing secret: write ``${ENV_VAR}``."""
+
+
+class ProductConfig(BaseModel):
+    """One product a supplier sells, as the merchant expects it."""
+
+    model_config = _CONFIG
+
+    sku: str = Field(min_length=1)
+    """The supplier's product id."""
+    kind: Literal["card", "direct"] = "card"
+    """``card``: codes are delivered; ``direct``: an account is topped up."""
+    face_value: Money
+    """What a code or top-up is worth (money, two decimal places)."""
+    sale_price: Money
+    """What the merchant sells it for, for the margin and cost rate (money)."""
+    code_pattern: str | None = None
+    """Regular expression every genuine serial matches, if the supplier publishes none."""
+    account: str | None = None
+    """The account to top up: required for ``direct``, must be null for ``card``."""
+
+    @field_validator("code_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc}); write a Python "
+                                 r"regex such as ^[A-Z0-9]{16}$") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _account_matches_kind(self) -> Self:
+        if self.kind == "direct":
+            if not self.account:
+                raise LocatedValueError("a direct product needs the account to top up; "
+                                        "add account: <account id>", ("account",))
+            if self.code_pattern is not None:
+                raise LocatedValueError("a direct product delivers no codes; remove "
+                                        "code_pattern", ("code_pattern",))
+        elif self.account is not None:
+            raise LocatedValueError("a card product has no account; remove account or set "
+                                    "kind: direct", ("account",))
+        return self
+
+
+class FeesConfig(BaseModel):
+    """Published fees, for the comprehensive cost rate; hidden fees are measured."""
+
+    model_config = _CONFIG
+
+    platform_pct: Percent = Decimal(0)
+    """Platform fee, percent of the sale price (0–100)."""
+    fixed_per_order: Decimal = Field(default=Decimal(0), ge=0, decimal_places=2,
+                                     allow_inf_nan=False)
+    """Fixed fee per order (money)."""
+    topup_pct: Percent = Decimal(0)
+    """Fee on topping up the balance at the supplier, percent (0–100)."""
+    withdrawal_pct: Percent = Decimal(0)
+    """Fee on withdrawing the balance from the supplier, percent (0–100)."""
+
+
+class SupplierConfig(BaseModel):
+    """A supplier under test."""
+
+    model_config = _CONFIG
+
+    name: Slug
+    """Unique name in this scenario: lowercase letters, digits, - and _."""
+    driver: str = KNOWN_DRIVERS[0]
+    """The API dialect; one of ``KNOWN_DRIVERS``."""
+    base_url: Url
+    """http(s) URL of the supplier's API, e.g. ``${TRIALBENCH_SIM_URL}/suppliers/acme``."""
+    credentials: Credentials
+    """API key and signing secret, as ``${ENV_VAR}`` references."""
+    products: tuple[ProductConfig, ...] = Field(min_length=1)
+    """The products to test (at least one, unique skus)."""
+    fees: FeesConfig = FeesConfig()
+    """Published fees (default: none)."""
+
+    @field_validator("driver")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if value not in KNOWN_DRIVERS:
+            raise ValueError(f"unknown driver {value!r}; write one of: "
+                             + ", ".join(KNOWN_DRIVERS))
+        return value
+
+    @model_validator(mode="after")
+    def _unique_skus(self) -> Self:
+        seen: set[str] = set()
+        for index, product in enumerate(self.products):
+            if product.sku in seen:
+                raise LocatedValueError(f"sku {product.sku!r} is listed twice; list each "
+                                        "product once", ("products", index, "sku"))
+            seen.add(product.sku)
+        return self
+
+    def product(self, sku: str) -> ProductConfig:
+        """The product with this sku; ``KeyError`` if the supplier does not offer it."""
+        for product in self.products:
+            if product.sku == sku:
+                return product
+        raise KeyError(sku)
+
+
+class IssuerConfig(BaseModel):
+    """Where delivered codes can be checked and redeemed."""
+
+    model_config = _CONFIG
+
+    base_url: Url
+    """http(s) URL of the issuer's API."""
+    api_key: EnvSecret
+    """The issuer API key: write ``${ENV_VAR}``."""
+
+
+class PollPlan(BaseModel):
+    """How to poll an order until it is final: exponential backoff with a ceiling."""
+
+    model_config = _CONFIG
+
+    initial_interval_s: float = Field(default=0.2, gt=0, allow_inf_nan=False)
+    """Wait before the first poll, seconds."""
+    max_interval_s: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+    """Longest wait between polls, seconds."""
+    backoff_factor: float = Field(default=1.5, ge=1, allow_inf_nan=False)
+    """Each wait is the previous one times this (1 = fixed interval)."""
+
+    @model_validator(mode="after")
+    def _ceiling_above_start(self) -> Self:
+        if self.max_interval_s < self.initial_interval_s:
+            raise LocatedValueError(
+                f"max_interval_s ({self.max_interval_s}) is below initial_interval_s "
+                f"({self.initial_interval_s}); raise it", ("max_interval_s",))
+        return self
+
+
+class AfterSalesPlan(BaseModel):
+    """Which delivered orders get a refund request, and how long refunds are followed."""
+
+    model_config = _CONFIG
+
+    refund_unused: int = Field(default=1, ge=0)
+    """Delivered orders per supplier that get an ``unused`` refund request."""
+    refund_bad_codes: bool = True
+    """Request a refund, with the matching reason, for every order with a bad code."""
+    refund_follow_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    """How long to follow a refund to a final state, seconds."""
+
+
+class TrialPlan(BaseModel):
+    """A small scripted batch of orders at every supplier.
+
+    Product mix rule: orders at a supplier are drawn from ``product_mix`` restricted to
+    the skus that supplier offers, with the weights renormalised (see :meth:`weights_for`);
+    without a mix, every product of the supplier is equally likely. So every sku in the
+    mix must be offered by at least one supplier, and every supplier must offer at least
+    one sku of the mix.
+    """
+
+    model_config = _CONFIG
+
+    orders_per_supplier: int = Field(default=15, ge=1, le=1000)
+    """Orders placed at each supplier (1–1000)."""
+    product_mix: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = None
+    """sku → weight (> 0); default: uniform over each supplier's products."""
+    quantity: int = Field(default=1, ge=1, le=100)
+    """Codes (or top-ups) per order (1–100)."""
+    concurrency: int = Field(default=4, ge=1, le=256)
+    """Orders in flight at once per supplier (1–256)."""
+    deadline_s: float = Field(gt=0, allow_inf_nan=False)
+    """Delivery SLA, seconds from placing an order; later is an SLA miss."""
+    delivery: Literal["poll", "callback", "both"] = "both"
+    """How to learn of delivery: polling with backoff, callbacks, or both."""
+    poll: PollPlan = PollPlan()
+    """Polling backoff."""
+    request_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    """Timeout of one HTTP request, seconds."""
+    unknown_outcome_window_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    """How long to keep asking (GET) after a POST with an unknown outcome, seconds."""
+    after_sales: AfterSalesPlan = AfterSalesPlan()
+    """Refund requests and how long to follow them."""
+    redeem_sample: int = Field(default=1, ge=0)
+    """Codes per supplier redeemed at the issuer as a sample (none without an issuer)."""
+    expiry_margin_days: int = Field(default=30, ge=0)
+    """Codes expiring sooner than this many days are flagged."""
+    spending_cap: Money
+    """Most the whole run may spend, across all suppliers (money)."""
+    keep_plain_codes: bool = False
+    """Keep plain codes in one owner-only file (otherwise only keyed hashes and masks)."""
+
+    @model_validator(mode="after")
+    def _samples_fit(self) -> Self:
+        if self.after_sales.refund_unused > self.orders_per_supplier:
+            raise LocatedValueError(
+                f"refund_unused ({self.after_sales.refund_unused}) exceeds "
+                f"orders_per_supplier ({self.orders_per_supplier}); lower it",
+                ("after_sales", "refund_unused"))
+        codes = self.orders_per_supplier * self.quantity
+        if self.redeem_sample > codes:
+            raise LocatedValueError(
+                f"redeem_sample ({self.redeem_sample}) exceeds the codes ordered per "
+                f"supplier ({codes}); lower it", ("redeem_sample",))
+        return self
+
+    def weights_for(self, supplier: SupplierConfig) -> dict[str, float]:
+        """The sku → probability this plan draws orders at ``supplier`` with (sums to 1)."""
+        offered = [product.sku for product in supplier.products]
+        if self.product_mix is None:
+            return {sku: 1 / len(offered) for sku in offered}
+        weights = {sku: self.product_mix[sku] for sku in offered if sku in self.product_mix}
+        total = sum(weights.values())
+        return {sku: weight / total for sku, weight in weights.items()}
+
+
+class Scenario(BaseModel):
+    """A whole scenario file: suppliers, optional issuer, and the plans to run."""
+
+    model_config = _CONFIG
+
+    name: str = Field(min_length=1)
+    """Name of the scenario, shown in reports."""
+    description: str = ""
+    """Free text."""
+    seed: int = 0
+    """Random seed for everything the harness draws (product mix, samples)."""
+    allow_non_loopback: bool = False
+    """Allow supplier or issuer URLs off loopback: real orders that cost real money."""
+    suppliers: tuple[SupplierConfig, ...] = Field(min_length=1)
+    """The suppliers under test (at least one, unique names)."""
+    issuer: IssuerConfig | None = None
+    """Where codes can be checked (optional)."""
+    trial: TrialPlan | None = None
+    """The trial batch (optional)."""
+    burst: None = None
+    """Reserved for peak-load bursts; not supported yet, leave it out."""
+
+    @field_validator("burst", mode="before")
+    @classmethod
+    def _no_burst_yet(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError("bursts are not supported yet; remove the burst: section")
+        return None
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Self:
+        names: set[str] = set()
+        for index, supplier in enumerate(self.suppliers):
+            if supplier.name in names:
+                raise LocatedValueError(f"supplier name {supplier.name!r} is used twice; "
+                                        "give each supplier its own name",
+                                        ("suppliers", index, "name"))
+            names.add(supplier.name)
+        if not self.allow_non_loopback:
+            targets: list[tuple[str, Loc]] = [
+                (s.base_url, ("suppliers", i, "base_url")) for i, s in enumerate(self.suppliers)]
+            if self.issuer is not None:
+                targets.append((self.issuer.base_url, ("issuer", "base_url")))
+            for url, loc in targets:
+                if not _is_loopback(url):
+                    raise LocatedValueError(
+                        f"{urlsplit(url).hostname} is not loopback (127.0.0.1, ::1, "
+                        "localhost); set allow_non_loopback: true at the top of the scenario "
+                        "to send real orders there, or use a loopback URL", loc)
+        if self.trial is not None:
+            self._check_mix(self.trial)
+            if self.issuer is None and self.trial.redeem_sample > 0 \
+                    and "redeem_sample" in self.trial.model_fields_set:
+                raise LocatedValueError("redeeming needs an issuer; add an issuer: section "
+                                        "or set redeem_sample: 0", ("trial", "redeem_sample"))
+        return self
+
+    def _check_mix(self, trial: TrialPlan) -> None:
+        if trial.product_mix is None:
+            return
+        offered = {p.sku for s in self.suppliers for p in s.products}
+        for sku in trial.product_mix:
+            if sku not in offered:
+                raise LocatedValueError(
+                    f"sku {sku!r} is not offered by any supplier; remove it or add it to a "
+                    "supplier's products", ("trial", "product_mix", sku))
+        for supplier in self.suppliers:
+            if not any(p.sku in trial.product_mix for p in supplier.products):
+                skus = ", ".join(p.sku for p in supplier.products)
+                raise LocatedValueError(
+                    f"no sku in the mix is offered by supplier {supplier.name!r}; add one of "
+                    f"its skus ({skus})", ("trial", "product_mix"))
+
+    def supplier(self, name: str) -> SupplierConfig:
+        """The supplier with this name; ``KeyError`` if there is none."""
+        for supplier in self.suppliers:
+            if supplier.name == name:
+                return supplier
+        raise KeyError(name)
+
+    def manifest_dict(self) -> dict[str, Any]:
+        """JSON-able dict for the run manifest: money as strings, secrets as ``${VAR}``."""
+        return self.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_scenario(data: Any, env: Mapping[str, str] | None = None, *,
+                   source: str = "<scenario>", lines: dict[Loc, int] | None = None
+                   ) -> Scenario:
+    """Validate already-parsed scenario data (e.g. a dict built in a notebook).
+
+    ``${VAR}`` references are resolved from ``env`` (default ``os.environ``); ``source``
+    and ``lines`` (key path → line, from :func:`harness.yamlfile.read_yaml`) locate errors.
+    """
+    lines = {} if lines is None else lines
+    resolved = _interpolate(data, os.environ if env is None else env, source, lines)
+    return validate_located(resolved, lines, source, Scenario, error=ScenarioError)
+
+
+def load_scenario(path: Path, env: Mapping[str, str] | None = None) -> Scenario:
+    """Read and validate a scenario file, resolving ``${VAR}`` from ``env`` (default os.environ).
+
+    Raises :class:`ScenarioError` or :class:`MissingEnvError`, whose message names the
+    file, the line, the key, and the fix.
+    """
+    data, lines = read_yaml(path, error=ScenarioError)
+    return parse_scenario(data, env, source=str(path), lines=lines)
+
+
+def scenario_hash(path: Path) -> str:
+    """Lowercase hex SHA-256 of the scenario file's bytes, for the run manifest."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ScenarioError(f"cannot read: {exc.strerror}; check the path",
+                            path=str(path)) from exc
+
+
+def scenario_json_schema() -> str:
+    """The JSON Schema of a scenario file, as the text ``trialbench schema`` writes."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              **Scenario.model_json_schema()}
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
