@@ -28,7 +28,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.errors import ProfileError
-from harness.yamlfile import load_model
+from harness.yamlfile import LocatedValueError, load_model
 
 DEFAULT_RETRY_SCHEDULE_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -245,9 +245,11 @@ class SupplierProfile(_Strict):
     @model_validator(mode="after")
     def _unique_skus(self) -> SupplierProfile:
         seen: set[str] = set()
-        for product in self.products:
+        for index, product in enumerate(self.products):
             if product.sku in seen:
-                raise ValueError(f"sku {product.sku!r} appears twice; skus must be unique")
+                raise LocatedValueError(
+                    f"sku {product.sku!r} appears twice; give each product its own sku",
+                    ("products", index, "sku"))
             seen.add(product.sku)
         return self
 
@@ -268,13 +270,15 @@ class Fleet(_Strict):
     @field_validator("suppliers")
     @classmethod
     def _names(cls, value: dict[str, SupplierProfile]) -> dict[str, SupplierProfile]:
-        for name in value:
+        keys: set[str] = set()
+        for name, profile in value.items():
             if not _NAME_RE.match(name):
-                raise ValueError(f"supplier name {name!r} must be 1-32 of a-z 0-9 _ - "
-                                 "(it becomes a URL path segment)")
-        keys = [p.api_key for p in value.values()]
-        if len(set(keys)) != len(keys):
-            raise ValueError("two suppliers share an api_key; give each its own")
+                raise LocatedValueError(f"supplier name {name!r} must be 1-32 of a-z 0-9 _ - "
+                                        "(it becomes a URL path segment)", (name,))
+            if profile.api_key in keys:
+                raise LocatedValueError("another supplier has this api_key; give each its own",
+                                        (name, "api_key"))
+            keys.add(profile.api_key)
         return value
 
 
