@@ -23,6 +23,22 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from harness.scenario import scenario_json_schema
+
+    text = scenario_json_schema()
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            Path(args.out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            print(f"trialbench: error: {args.out}: cannot write: {exc.strerror}",
+                  file=sys.stderr)
+            return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every subcommand is documented here and in the README."""
     parser = argparse.ArgumentParser(
@@ -41,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None,
                      help="random seed (default: the profile file's seed)")
     sim.set_defaults(func=_cmd_sim)
+
+    schema = sub.add_parser("schema", help="write the JSON Schema of scenario files")
+    schema.add_argument("--out", metavar="FILE", default=None,
+                        help="write to FILE instead of stdout "
+                             "(the shipped copy is scenarios/scenario.schema.json)")
+    schema.set_defaults(func=_cmd_schema)
     return parser
 
 

@@ -442,7 +442,7 @@ class TrialPlan(BaseModel):
     """A small scripted batch of orders at every supplier.
 
     Product mix rule: orders at a supplier are drawn from ``product_mix`` restricted to
-    the skus that supplier offers, with the weights renormalised (see :meth:`weights_for`);
+    the skus that supplier offers, with the weights renormalised (``TrialPlan.weights_for``);
     without a mix, every product of the supplier is equally likely. So every sku in the
     mix must be offered by at least one supplier, and every supplier must offer at least
     one sku of the mix.
@@ -627,4 +627,14 @@ def scenario_json_schema() -> str:
     """The JSON Schema of a scenario file, as the text ``trialbench schema`` writes."""
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
               **Scenario.model_json_schema()}
-    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(_markdown_descriptions(schema), indent=2, ensure_ascii=False) + "\n"
+
+
+def _markdown_descriptions(node: Any) -> Any:
+    """Turn reST double backticks into Markdown single ones: editors render Markdown."""
+    if isinstance(node, dict):
+        return {key: value.replace("``", "`") if key == "description" and isinstance(value, str)
+                else _markdown_descriptions(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_markdown_descriptions(item) for item in node]
+    return node
