@@ -196,6 +196,7 @@ class Counters:
     refunds_credited_amount: Decimal = Decimal("0")
     refunds_phantom: int = 0
     refunds_phantom_amount: Decimal = Decimal("0")
+    callback_events: int = 0
     callbacks_sent: int = 0
     callbacks_acked: int = 0
     callbacks_failed: int = 0
@@ -681,6 +682,7 @@ class Supplier:
         """Queue a callback for a state change, applying the profile's callback faults."""
         if order.callback_url is None:
             return
+        self.counters.callback_events += 1
         body = b'{"event":"' + event.encode() + b'","order":' + order.json() + b"}"
         previous = order.last_event
         order.last_event = body
@@ -738,7 +740,7 @@ class Supplier:
             "unauthorized_401": c.unauthorized_401,
             "oversold_orders": c.oversold_orders,
             "callbacks": {
-                "sent": c.callbacks_sent, "acked": c.callbacks_acked,
+                "events": c.callback_events, "sent": c.callbacks_sent, "acked": c.callbacks_acked,
                 "failed": c.callbacks_failed, "given_up": c.callbacks_given_up,
                 "suppressed": c.callbacks_suppressed, "duplicated": c.callbacks_duplicated,
                 "out_of_order": c.callbacks_out_of_order,
