@@ -1,0 +1,304 @@
+"""Metrics per supplier: the tables of :mod:`harness.results` in, one row per supplier out.
+
+Pure pandas/scipy (never Locust). Every rate comes with its counts, ``<rate>_k`` successes
+out of ``<rate>_n`` trials, so intervals can be computed (:func:`wilson`, :func:`jeffreys`,
+:func:`rate_intervals`). Which rows feed which metric:
+
+- delivery (SLA share, success rate, delivery median): orders of ``delivery_modes``
+  (default: trial only; a burst is an overload test with its own criteria) that were sent,
+  i.e. ``state != "skipped"``;
+- delivery percentiles (p90/p95/p99): delivered burst orders, and only when there are at
+  least ``min_percentile_orders`` of them (default :data:`PERCENTILE_MIN_ORDERS`);
+  otherwise NaN and ``percentiles_ok`` is False. 20 orders cannot give a p95;
+- codes: every checked code (``verdict != "unchecked"``), whatever mode delivered it;
+- refunds: every refund requested;
+- cost: every sold order (delivered and not refunded: a refunded order was never sold, and
+  its ``amount`` is what remained after the refund);
+- load: burst orders that were sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from harness.codes import VERDICTS
+
+PERCENTILE_MIN_ORDERS = 100
+"""Fewest delivered orders from which p90/p95/p99 are reported (else NaN, flagged)."""
+
+BAD_VERDICTS = tuple(v for v in VERDICTS if v not in ("valid", "unchecked"))
+"""Every verdict that makes a code bad; each gets a ``codes_<verdict>`` count."""
+
+RATES = ("sla_share", "success_rate", "validity", "refund_completion", "refund_credit",
+         "load_error_rate")
+"""Rates in the metrics table; each has ``<rate>_k`` and ``<rate>_n`` columns."""
+
+FEE_KEYS = frozenset({"platform_pct", "fixed_per_order"})
+
+METRICS_COLUMNS: dict[str, str] = {
+    "supplier": "supplier name",
+    "orders_sent": "orders of any mode not skipped by the spending cap",
+    "sla_share": "share of sent delivery-mode orders delivered within the deadline (0–1)",
+    "sla_share_k": "delivery-mode orders delivered within the deadline",
+    "sla_share_n": "delivery-mode orders sent",
+    "success_rate": "share of sent delivery-mode orders fully delivered (success/refunded)",
+    "success_rate_k": "delivery-mode orders fully delivered",
+    "success_rate_n": "delivery-mode orders sent",
+    "partial_orders": "delivery-mode orders only partly filled",
+    "delivery_n": "delivery-mode orders with a delivery latency",
+    "delivery_median_ms": "median delivery latency of delivery-mode orders, milliseconds",
+    "percentile_n": "delivered burst orders with a delivery latency",
+    "delivery_p90_ms": "p90 delivery latency of burst orders, ms (NaN below the minimum)",
+    "delivery_p95_ms": "p95 delivery latency of burst orders, ms (NaN below the minimum)",
+    "delivery_p99_ms": "p99 delivery latency of burst orders, ms (NaN below the minimum)",
+    "percentiles_ok": "percentile_n reached the minimum, so the percentiles are reported (bool)",
+    "validity": "share of checked codes with verdict valid (0–1)",
+    "validity_k": "valid codes",
+    "validity_n": "checked codes (verdict other than unchecked)",
+    **{f"codes_{v}": f"codes with verdict {v}" for v in BAD_VERDICTS},
+    "refund_completion": "share of requested refunds that reached completed (0–1)",
+    "refund_completion_k": "refunds completed",
+    "refund_completion_n": "refunds requested",
+    "refund_credit": "share of completed refunds whose money came back (0–1)",
+    "refund_credit_k": "completed refunds credited",
+    "refund_credit_n": "completed refunds whose credit is known",
+    "refund_latency_median_s": "median request-to-completion time of completed refunds, s",
+    "hidden_fee_per_order": "hidden fees / orders charged, from the balance, currency units",
+    "sold_orders": "orders delivered and not refunded",
+    "purchase_cost": "sum of amount over sold orders, currency units",
+    "platform_fees": "platform_pct % of sale_revenue + fixed_per_order per sold order, "
+                     "currency units",
+    "hidden_fees": "hidden_fee_per_order × sold_orders, currency units (0 if unknown)",
+    "sale_revenue": "sale_price × units delivered over sold orders, currency units",
+    "cost_rate": "(purchase_cost + platform_fees + hidden_fees) / sale_revenue (NaN if no sale)",
+    "load_error_rate": "share of sent burst orders never accepted (0–1)",
+    "load_error_rate_k": "burst orders never accepted",
+    "load_error_rate_n": "burst orders sent",
+    "throughput_per_s": "burst orders accepted per second of burst (first intended to last "
+                        "accepted), summed over runs",
+    "acceptance_p95_first_ms": "p95 acceptance latency in the first third of the burst, ms",
+    "acceptance_p95_last_ms": "p95 acceptance latency in the last third of the burst, ms",
+    "latency_growth": "acceptance_p95_last_ms / acceptance_p95_first_ms (NaN when either "
+                      "third has fewer than the percentile minimum)",
+}
+"""The metrics table, column by column with its unit."""
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for ``k`` successes in ``n`` trials; ``(0, 1)`` when n is 0."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, float(centre - half)), min(1.0, float(centre + half)))
+
+
+def jeffreys(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Equal-tailed Jeffreys interval, Beta(k+½, n−k+½); 0 at k=0 and 1 at k=n (Brown et al.)."""
+    alpha = (1 - level) / 2
+    lo = 0.0 if k <= 0 else float(stats.beta.ppf(alpha, k + 0.5, n - k + 0.5))
+    hi = 1.0 if k >= n else float(stats.beta.ppf(1 - alpha, k + 0.5, n - k + 0.5))
+    return (lo, hi)
+
+
+def rate_intervals(metrics: pd.DataFrame, method: str = "jeffreys",
+                   level: float = 0.95) -> pd.DataFrame:
+    """A copy of ``metrics`` with ``<rate>_lo`` and ``<rate>_hi`` for every rate in it."""
+    if method not in ("jeffreys", "wilson"):
+        raise ValueError(f"method must be 'jeffreys' or 'wilson', not {method!r}")
+    z = float(stats.norm.ppf(1 - (1 - level) / 2))
+    out = metrics.copy()
+    for rate in RATES:
+        if f"{rate}_k" not in out.columns:
+            continue
+        bounds = [jeffreys(int(k), int(n), level) if method == "jeffreys" else wilson(k, n, z)
+                  for k, n in zip(out[f"{rate}_k"], out[f"{rate}_n"], strict=True)]
+        out[f"{rate}_lo"] = [b[0] for b in bounds]
+        out[f"{rate}_hi"] = [b[1] for b in bounds]
+    return out
+
+
+def check_fees(fees: Mapping[str, Mapping[str, float]] | None) -> dict[str, dict[str, float]]:
+    """Validate the fees mapping ``{supplier: {platform_pct, fixed_per_order}}``; absent = 0."""
+    out: dict[str, dict[str, float]] = {}
+    for supplier, entry in (fees or {}).items():
+        unknown = set(entry) - FEE_KEYS
+        if unknown:
+            raise ValueError(f"fees for {supplier!r}: unknown keys {sorted(unknown)}; "
+                             f"write only {sorted(FEE_KEYS)}")
+        out[supplier] = {key: float(entry.get(key, 0.0)) for key in FEE_KEYS}
+    return out
+
+
+def seconds(series: pd.Series) -> pd.Series:
+    """Timestamps (UTC, or naive taken as UTC) as float Unix seconds."""
+    ts = pd.to_datetime(series, utc=True)
+    return (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+
+
+def as_bool(series: pd.Series) -> pd.Series:
+    """A column of bools that may hold None/NaN, as pandas' nullable boolean."""
+    return series.astype("boolean")
+
+
+def sold_mask(orders: pd.DataFrame) -> pd.Series:
+    """Orders delivered and not refunded: the ones the merchant sold."""
+    return orders["state"].isin(("success", "partial"))
+
+
+def units_delivered(orders: pd.DataFrame) -> pd.Series:
+    """Units delivered per order: the quantity, or the codes received for a partial fill."""
+    partial = orders["state"] == "partial"
+    units = orders["quantity"].astype(float).where(~partial, orders["codes_delivered"])
+    return units.astype(float)
+
+
+def burst_thirds(burst: pd.DataFrame) -> pd.Series:
+    """Which third of its run's time span (0, 1, 2) each burst order was intended in."""
+    t = seconds(burst["intended_at"])
+    start = t.groupby(burst["run_id"]).transform("min")
+    span = t.groupby(burst["run_id"]).transform("max") - start
+    frac = ((t - start) / span.where(span > 0, 1.0)).clip(0, 1)
+    return np.minimum((frac * 3).astype(int), 2)
+
+
+def _median(values: pd.Series) -> float:
+    clean = values.dropna()
+    return float(clean.median()) if len(clean) else float("nan")
+
+
+def _ratio(k: float, n: float) -> float:
+    return float(k / n) if n else float("nan")
+
+
+def _delivery(sent: pd.DataFrame, burst: pd.DataFrame, min_n: int) -> dict[str, Any]:
+    k_sla = int(as_bool(sent["within_deadline"]).fillna(False).sum())
+    k_ok = int(sent["state"].isin(("success", "refunded")).sum())
+    delivered = as_bool(burst["delivered"]).fillna(False).astype(bool)
+    delivered_burst = burst.loc[delivered, "delivery_ms"].dropna()
+    ok = len(delivered_burst) >= min_n
+    pct = {f"delivery_p{q}_ms": float(np.percentile(delivered_burst, q)) if ok else float("nan")
+           for q in (90, 95, 99)}
+    return {
+        "sla_share": _ratio(k_sla, len(sent)), "sla_share_k": k_sla, "sla_share_n": len(sent),
+        "success_rate": _ratio(k_ok, len(sent)), "success_rate_k": k_ok,
+        "success_rate_n": len(sent), "partial_orders": int((sent["state"] == "partial").sum()),
+        "delivery_n": int(sent["delivery_ms"].notna().sum()),
+        "delivery_median_ms": _median(sent["delivery_ms"]),
+        "percentile_n": len(delivered_burst), **pct, "percentiles_ok": ok,
+    }
+
+
+def _codes(codes: pd.DataFrame) -> dict[str, Any]:
+    checked = codes[codes["verdict"].notna() & (codes["verdict"] != "unchecked")]
+    k = int((checked["verdict"] == "valid").sum())
+    counts = checked["verdict"].value_counts()
+    return {"validity": _ratio(k, len(checked)), "validity_k": k, "validity_n": len(checked),
+            **{f"codes_{v}": int(counts.get(v, 0)) for v in BAD_VERDICTS}}
+
+
+def _refunds(refunds: pd.DataFrame) -> dict[str, Any]:
+    done = refunds[refunds["state"] == "completed"]
+    credited = as_bool(done["credited"])
+    known = credited.notna()
+    k_credit = int(credited[known].sum())
+    return {
+        "refund_completion": _ratio(len(done), len(refunds)),
+        "refund_completion_k": len(done), "refund_completion_n": len(refunds),
+        "refund_credit": _ratio(k_credit, int(known.sum())),
+        "refund_credit_k": k_credit, "refund_credit_n": int(known.sum()),
+        "refund_latency_median_s": _median(done["latency_s"].astype(float)),
+    }
+
+
+def _hidden_fee_per_order(rows: pd.DataFrame) -> float:
+    charged = float(rows["orders_charged"].sum())
+    fees = rows["hidden_fees"].astype(float).dropna()
+    return float(fees.sum() / charged) if charged and len(fees) else float("nan")
+
+
+def _cost(orders: pd.DataFrame, fee: dict[str, float], hidden_per_order: float) -> dict[str, Any]:
+    sold = orders[sold_mask(orders)]
+    revenue = float((sold["sale_price"].astype(float) * units_delivered(sold)).sum())
+    purchase = float(sold["amount"].astype(float).sum())
+    platform = fee["platform_pct"] / 100 * revenue + fee["fixed_per_order"] * len(sold)
+    hidden = 0.0 if np.isnan(hidden_per_order) else hidden_per_order * len(sold)
+    total = purchase + platform + hidden
+    return {"sold_orders": len(sold), "purchase_cost": purchase, "platform_fees": platform,
+            "hidden_fees": hidden, "sale_revenue": revenue,
+            "cost_rate": total / revenue if revenue > 0 else float("nan")}
+
+
+def _load(burst: pd.DataFrame, min_n: int) -> dict[str, Any]:
+    accepted = burst["accepted_at"].notna()
+    k_err = int((~accepted).sum())
+    out: dict[str, Any] = {
+        "load_error_rate": _ratio(k_err, len(burst)), "load_error_rate_k": k_err,
+        "load_error_rate_n": len(burst), "throughput_per_s": float("nan"),
+        "acceptance_p95_first_ms": float("nan"), "acceptance_p95_last_ms": float("nan"),
+        "latency_growth": float("nan"),
+    }
+    if not len(burst):
+        return out
+    duration_s = 0.0
+    for _, run in burst.groupby("run_id", sort=False):
+        ends = seconds(run["accepted_at"].dropna())
+        if len(ends):
+            duration_s += float(ends.max() - seconds(run["intended_at"]).min())
+    if duration_s > 0:
+        out["throughput_per_s"] = int(accepted.sum()) / duration_s
+    thirds = burst_thirds(burst)
+    lat = burst["acceptance_ms"].astype(float)
+    first, last = lat[thirds == 0].dropna(), lat[thirds == 2].dropna()
+    if len(first) >= min_n and len(last) >= min_n:
+        p_first, p_last = float(np.percentile(first, 95)), float(np.percentile(last, 95))
+        out["acceptance_p95_first_ms"], out["acceptance_p95_last_ms"] = p_first, p_last
+        out["latency_growth"] = p_last / p_first if p_first > 0 else float("nan")
+    return out
+
+
+def suppliers_in(*frames: pd.DataFrame) -> list[str]:
+    """Every supplier named in any of the tables, sorted."""
+    names: set[str] = set()
+    for frame in frames:
+        if "supplier" in frame.columns:
+            names.update(str(s) for s in frame["supplier"].dropna().unique())
+    return sorted(names)
+
+
+def supplier_metrics(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.DataFrame,
+                     suppliers: pd.DataFrame,
+                     fees: Mapping[str, Mapping[str, float]] | None = None, *,
+                     delivery_modes: tuple[str, ...] = ("trial",),
+                     min_percentile_orders: int = PERCENTILE_MIN_ORDERS) -> pd.DataFrame:
+    """One row per supplier with the columns of :data:`METRICS_COLUMNS`.
+
+    ``fees`` is ``{supplier: {"platform_pct": percent of sale revenue, "fixed_per_order":
+    currency units}}``; a supplier absent from it pays no platform fees.
+    """
+    fee_map = check_fees(fees)
+    rows = []
+    for name in suppliers_in(orders, codes, refunds, suppliers):
+        own = orders[orders["supplier"] == name]
+        sent = own[own["state"] != "skipped"]
+        delivery = sent[sent["mode"].isin(delivery_modes)]
+        burst = sent[sent["mode"] == "burst"]
+        hidden = _hidden_fee_per_order(suppliers[suppliers["supplier"] == name])
+        fee = fee_map.get(name, {key: 0.0 for key in FEE_KEYS})
+        rows.append({
+            "supplier": name, "orders_sent": len(sent),
+            **_delivery(delivery, burst, min_percentile_orders),
+            **_codes(codes[codes["supplier"] == name]),
+            **_refunds(refunds[refunds["supplier"] == name]),
+            "hidden_fee_per_order": hidden,
+            **_cost(sent, fee, hidden),
+            **_load(burst, min_percentile_orders),
+        })
+    return pd.DataFrame(rows, columns=list(METRICS_COLUMNS))
