@@ -289,6 +289,26 @@ def _rank_interval(ranks: FloatArray) -> str:
     return str(lo) if lo == hi else f"{lo}–{hi}"
 
 
+RANKING_COLUMNS: dict[str, str] = {
+    "supplier": "supplier name",
+    "rank": "position by score median, 1 best",
+    "tie_group": "1-based group; suppliers in one group tie (no P(beats) ≥ beats_min_prob)",
+    "rank_interval": "95% interval of the rank over the draws, e.g. 2–4, or 1 when fixed",
+    "score_median": "median of the score draws (0–1)",
+    "score_lo": "2.5th percentile of the score draws",
+    "score_hi": "97.5th percentile of the score draws",
+    "score_estimate": "score at the point estimates (weighted values)",
+    "tier": "gold, silver, bronze, none, or insufficient evidence",
+    "gated": "a gate caps the tier at bronze (bool)",
+    "gate_reasons": "why, '; '-separated; empty if not gated",
+    "missing_criteria": "criteria others have data for and this supplier has not (value 0)",
+    **{f"{c}_estimate": f"point estimate of the {c} metric (NaN without data)" for c in CRITERIA},
+    **{f"{c}_value": f"value (0–1) of the {c} point estimate; NaN if the criterion dropped out"
+       for c in CRITERIA},
+}
+"""The ranking table, column by column."""
+
+
 def rank_suppliers(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.DataFrame,
                    suppliers: pd.DataFrame,
                    fees: Mapping[str, Mapping[str, float]] | None = None,
@@ -356,31 +376,10 @@ def rank_suppliers(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.DataFr
     table.insert(1, "rank", range(1, len(table) + 1))
     table.insert(2, "tie_group", [group_of[n] for n in order])
     table.insert(3, "rank_interval", [_rank_interval(ranks[n].to_numpy(float)) for n in order])
-    front = ["supplier", "rank", "tie_group", "rank_interval", "score_median", "score_lo",
-             "score_hi", "score_estimate", "tier", "gated", "gate_reasons", "missing_criteria"]
-    table = table[front + [c for c in table.columns if c not in front]]
+    table = table[list(RANKING_COLUMNS)]
     return Ranking(table=table, beats=beats.loc[order, order], groups=groups,
                    weights=weights, scores=scores[order])
 
-
-RANKING_COLUMNS: dict[str, str] = {
-    "supplier": "supplier name",
-    "rank": "position by score median, 1 best",
-    "tie_group": "1-based group; suppliers in one group tie (no P(beats) ≥ beats_min_prob)",
-    "rank_interval": "95% interval of the rank over the draws, e.g. 2–4, or 1 when fixed",
-    "score_median": "median of the score draws (0–1)",
-    "score_lo": "2.5th percentile of the score draws",
-    "score_hi": "97.5th percentile of the score draws",
-    "score_estimate": "score at the point estimates (weighted values)",
-    "tier": "gold, silver, bronze, none, or insufficient evidence",
-    "gated": "a gate caps the tier at bronze (bool)",
-    "gate_reasons": "why, '; '-separated; empty if not gated",
-    "missing_criteria": "criteria others have data for and this supplier has not (value 0)",
-    **{f"{c}_estimate": f"point estimate of the {c} metric (NaN without data)" for c in CRITERIA},
-    **{f"{c}_value": f"value (0–1) of the {c} point estimate; NaN if the criterion dropped out"
-       for c in CRITERIA},
-}
-"""The ranking table, column by column."""
 
 
 def write_ranking_csv(ranking: Ranking, folder: Path) -> Path:
