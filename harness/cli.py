@@ -39,6 +39,24 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_trial(args: argparse.Namespace) -> int:
+    from harness.trial import run_trial
+
+    run_dir = run_trial(Path(args.scenario), results_root=Path(args.results),
+                        show_progress=not args.no_progress)
+    print(f"run folder: {run_dir}")
+    print(f"report:     {run_dir / 'report.md'}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from harness.demo import run_demo
+
+    run_demo(results_root=Path(args.results), seed=args.seed,
+             show_progress=not args.no_progress)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every subcommand is documented here and in the README."""
     parser = argparse.ArgumentParser(
@@ -57,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None,
                      help="random seed (default: the profile file's seed)")
     sim.set_defaults(func=_cmd_sim)
+
+    trial = sub.add_parser("trial", help="run a scenario's trial batch against its suppliers")
+    trial.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file")
+    trial.add_argument("--results", default="results", metavar="DIR",
+                       help="where run folders go (default results/)")
+    trial.add_argument("--no-progress", action="store_true", help="no live progress table")
+    trial.set_defaults(func=_cmd_trial)
+
+    demo = sub.add_parser("demo", help="run the demo trial against the built-in simulator")
+    demo.add_argument("--results", default="results", metavar="DIR",
+                      help="where run folders go (default results/)")
+    demo.add_argument("--seed", type=int, default=None, help="simulator seed (default: fleet's)")
+    demo.add_argument("--no-progress", action="store_true", help="no live progress table")
+    demo.set_defaults(func=_cmd_demo)
 
     schema = sub.add_parser("schema", help="write the JSON Schema of scenario files")
     schema.add_argument("--out", metavar="FILE", default=None,

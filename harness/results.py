@@ -264,11 +264,10 @@ def build_tables(run_dir: Path) -> RunTables:
     for supplier, phases in balances.items():
         sup_orders = [r for r in order_rows if r["supplier"] == supplier]
         amount = sum(r["amount"] for r in sup_orders if r["amount"] == r["amount"])
-        before_refunds = [r for r in refund_rows if r["supplier"] == supplier]
-        # order amounts as reported before refunds: add back what completed refunds returned
-        claimed = sum(r["claimed_amount"] for r in before_refunds
-                      if r["state"] == "completed" and r["claimed_amount"] == r["claimed_amount"])
-        orders_amount = amount + claimed
+        # order_final is written before the refund phase, so these amounts are pre-refund
+        orders_amount = amount
+        claimed = sum(r["claimed_amount"] for r in refund_rows if r["supplier"] == supplier
+                      and r["state"] == "completed" and r["claimed_amount"] == r["claimed_amount"])
         charged = sum(1 for r in sup_orders if r["amount"] > 0 or r["state"] == "refunded")
         before = phases.get("before", float("nan"))
         after_orders = phases.get("after_orders", float("nan"))
