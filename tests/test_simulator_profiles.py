@@ -111,3 +111,11 @@ def test_demo_fleet_serves_every_supplier() -> None:
         assert sim.supplier_url("acme").endswith("/suppliers/acme")
         assert json.loads(http.get(sim.url + "/_sim/truth").text)["suppliers"].keys() == \
             fleet.suppliers.keys()
+
+
+def test_package_exports_are_sorted_and_real() -> None:
+    """harness.simulator's ``__all__`` is sorted and every name exists."""
+    import harness.simulator as pkg
+
+    assert pkg.__all__ == sorted(pkg.__all__)
+    assert all(hasattr(pkg, name) for name in pkg.__all__)
