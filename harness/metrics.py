@@ -38,7 +38,10 @@ RATES = ("sla_share", "success_rate", "validity", "refund_completion", "refund_c
          "load_error_rate")
 """Rates in the metrics table; each has ``<rate>_k`` and ``<rate>_n`` columns."""
 
-FEE_KEYS = frozenset({"platform_pct", "fixed_per_order"})
+FEE_KEYS = frozenset({"platform_pct", "fixed_per_order", "topup_pct", "withdrawal_pct"})
+"""Keys of a supplier's fees (the scenario's ``fees``): percents are 0–100, fixed is money.
+``topup_pct`` is paid on the money loaded to buy with, so it adds that percent of the purchase
+cost; ``withdrawal_pct`` applies only to unspent balance taken back and is not a sales cost."""
 
 METRICS_COLUMNS: dict[str, str] = {
     "supplier": "supplier name",
@@ -71,8 +74,8 @@ METRICS_COLUMNS: dict[str, str] = {
     "hidden_fee_per_order": "hidden fees / orders charged, from the balance, currency units",
     "sold_orders": "orders delivered and not refunded",
     "purchase_cost": "sum of amount over sold orders, currency units",
-    "platform_fees": "platform_pct % of sale_revenue + fixed_per_order per sold order, "
-                     "currency units",
+    "platform_fees": "platform_pct % of sale_revenue + fixed_per_order per sold order "
+                     "+ topup_pct % of purchase_cost, currency units",
     "hidden_fees": "hidden_fee_per_order × sold_orders, currency units (0 if unknown)",
     "sale_revenue": "sale_price × units delivered over sold orders, currency units",
     "cost_rate": "(purchase_cost + platform_fees + hidden_fees) / sale_revenue (NaN if no sale)",
@@ -126,7 +129,7 @@ def rate_intervals(metrics: pd.DataFrame, method: str = "jeffreys",
 
 
 def check_fees(fees: Mapping[str, Mapping[str, float]] | None) -> dict[str, dict[str, float]]:
-    """Validate the fees mapping ``{supplier: {platform_pct, fixed_per_order}}``; absent = 0."""
+    """Validate ``{supplier: {key: amount}}`` with keys from :data:`FEE_KEYS`; absent = 0."""
     out: dict[str, dict[str, float]] = {}
     for supplier, entry in (fees or {}).items():
         unknown = set(entry) - FEE_KEYS
@@ -228,7 +231,8 @@ def _cost(orders: pd.DataFrame, fee: dict[str, float], hidden_per_order: float) 
     sold = orders[sold_mask(orders)]
     revenue = float((sold["sale_price"].astype(float) * units_delivered(sold)).sum())
     purchase = float(sold["amount"].astype(float).sum())
-    platform = fee["platform_pct"] / 100 * revenue + fee["fixed_per_order"] * len(sold)
+    platform = (fee["platform_pct"] / 100 * revenue + fee["fixed_per_order"] * len(sold)
+                + fee["topup_pct"] / 100 * purchase)
     hidden = 0.0 if np.isnan(hidden_per_order) else hidden_per_order * len(sold)
     total = purchase + platform + hidden
     return {"sold_orders": len(sold), "purchase_cost": purchase, "platform_fees": platform,
@@ -281,7 +285,7 @@ def supplier_metrics(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.Data
     """One row per supplier with the columns of :data:`METRICS_COLUMNS`.
 
     ``fees`` is ``{supplier: {"platform_pct": percent of sale revenue, "fixed_per_order":
-    currency units}}``; a supplier absent from it pays no platform fees.
+    currency units, ...}}`` (see :data:`FEE_KEYS`); a supplier absent from it pays none.
     """
     fee_map = check_fees(fees)
     rows = []

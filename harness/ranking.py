@@ -168,7 +168,8 @@ def _cost_draws(rng: np.random.Generator, sold: pd.DataFrame, fee: Mapping[str, 
     """Bootstrap over sold orders of the cost rate (a ratio of sums)."""
     revenue = (sold["sale_price"].astype(float) * units_delivered(sold)).to_numpy(float)
     hidden = 0.0 if np.isnan(hidden_per_order) else hidden_per_order
-    spend = (sold["amount"].astype(float).to_numpy(float)
+    purchase = sold["amount"].astype(float).to_numpy(float)
+    spend = (purchase * (1 + fee.get("topup_pct", 0.0) / 100)
              + fee.get("platform_pct", 0.0) / 100 * revenue
              + fee.get("fixed_per_order", 0.0) + hidden)
     m = len(revenue)
@@ -185,10 +186,11 @@ def _cost_draws(rng: np.random.Generator, sold: pd.DataFrame, fee: Mapping[str, 
 def _latency_growth_draws(rng: np.random.Generator, burst: pd.DataFrame, block_s: float,
                           size: int) -> FloatArray:
     """Block bootstrap of p95(last third) / p95(first third), blocks drawn within each third."""
-    burst = burst[burst["acceptance_ms"].notna()]
     t = seconds(burst["intended_at"])
     block = ((t - t.groupby(burst["run_id"]).transform("min")) // block_s).astype(int)
-    thirds = burst_thirds(burst)
+    thirds = burst_thirds(burst)  # of every sent order, as in the metrics
+    keep = burst["acceptance_ms"].notna()
+    burst, block, thirds = burst[keep], block[keep], thirds[keep]
     lat = burst["acceptance_ms"].astype(float)
     p95: dict[int, FloatArray] = {}
     for third in (0, 2):
@@ -254,7 +256,11 @@ def gate_reasons(row: pd.Series, validity_floor: float) -> list[str]:
 
 
 def tier(scores: FloatArray, config: RankingConfig, *, gated: bool) -> str:
-    """Tier of one supplier from its score draws, capped at bronze when gated."""
+    """Tier of one supplier from its score draws; a gate caps gold and silver at bronze.
+
+    A gated supplier with too wide an interval stays "insufficient evidence"; its gate
+    reasons are reported either way.
+    """
     lo, hi = np.percentile(scores, [2.5, 97.5])
     if hi - lo > config.max_interval_width:
         return INSUFFICIENT

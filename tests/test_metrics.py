@@ -142,7 +142,8 @@ def test_trial_metrics_by_hand() -> None:
     refunds = make_refunds("acme", [("completed", True), ("completed", False), ("refused", None),
                                     ("completed", None)])
     suppliers = make_suppliers("acme", hidden_fees=3.8, orders_charged=19)
-    fees = {"acme": {"platform_pct": 2.0, "fixed_per_order": 0.05}}
+    fees = {"acme": {"platform_pct": 2.0, "fixed_per_order": 0.05, "topup_pct": 1.0,
+                     "withdrawal_pct": 3.0}}
     row = supplier_metrics(orders, codes, refunds, suppliers, fees).iloc[0]
 
     assert (row["sla_share_k"], row["sla_share_n"]) == (17, 20)
@@ -156,8 +157,9 @@ def test_trial_metrics_by_hand() -> None:
     assert (row["refund_credit_k"], row["refund_credit_n"]) == (1, 2)
     assert row["refund_latency_median_s"] == 30.0
     assert row["hidden_fee_per_order"] == pytest.approx(0.2)
-    # 19 sold orders: cost 19*9, revenue 19*10, fees 2% of 190 + 19*0.05, hidden 19*0.2
-    expected = (19 * 9 + 0.02 * 190 + 19 * 0.05 + 19 * 0.2) / 190
+    # 19 sold orders: cost 19*9 (+1% top-up), revenue 19*10, fees 2% of 190 + 19*0.05,
+    # hidden 19*0.2; the withdrawal fee is no sales cost
+    expected = (19 * 9 * 1.01 + 0.02 * 190 + 19 * 0.05 + 19 * 0.2) / 190
     assert row["cost_rate"] == pytest.approx(expected)
     assert row["sold_orders"] == 19
 
