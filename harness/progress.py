@@ -24,8 +24,8 @@ class TrialProgress:
                  enabled: bool = True, console: Console | None = None) -> None:
         self.counts = {name: Counter[str]() for name in suppliers}
         self.orders_per_supplier = orders_per_supplier
-        self.enabled = enabled
         self.console = console or Console(stderr=True)
+        self.enabled = enabled and self.console.is_terminal  # no redraws into logs
         self._live: Live | None = None
         self._task: asyncio.Task[None] | None = None
 
