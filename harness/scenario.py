@@ -58,6 +58,7 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from harness.errors import MissingEnvError, ScenarioError
+from harness.ranking import RankingConfig
 from harness.yamlfile import Loc, LocatedValueError, format_loc, read_yaml, validate_located
 
 __all__ = [
@@ -524,6 +525,9 @@ class Scenario(BaseModel):
     """The trial batch (optional)."""
     burst: None = None
     """Reserved for peak-load bursts; not supported yet, leave it out."""
+    ranking: RankingConfig | None = None
+    """How suppliers are ranked: weights, value-function anchors, gates, tier thresholds
+    (default: ``harness.ranking.RankingConfig()``)."""
 
     @field_validator("burst", mode="before")
     @classmethod
