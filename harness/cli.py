@@ -57,6 +57,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rank(args: argparse.Namespace) -> int:
+    from harness.analysis import analyse_runs
+    from harness.ranking import write_ranking_csv
+    from harness.report import print_ranking
+
+    runs = [Path(r) for r in args.runs]
+    analysis = analyse_runs(runs)
+    print_ranking(analysis.ranking, analysis.config)
+    path = write_ranking_csv(analysis.ranking, Path(args.out) if args.out else runs[0])
+    print(f"ranking:    {path}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from harness.analysis import analyse_runs
+    from harness.report import write_report
+
+    analysis = analyse_runs([Path(r) for r in args.runs])
+    path = write_report(analysis, Path(args.out) if args.out else None)
+    print(f"report:     {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every subcommand is documented here and in the README."""
     parser = argparse.ArgumentParser(
@@ -89,6 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None, help="simulator seed (default: fleet's)")
     demo.add_argument("--no-progress", action="store_true", help="no live progress table")
     demo.set_defaults(func=_cmd_demo)
+
+    rank = sub.add_parser("rank", help="rank the suppliers of one or more runs; write "
+                                       "ranking.csv")
+    rank.add_argument("runs", nargs="+", metavar="RUN",
+                      help="run folders (e.g. a trial and a burst); the first run's scenario "
+                           "gives the ranking: settings and fees")
+    rank.add_argument("--out", metavar="DIR", default=None,
+                      help="where ranking.csv goes (default: the first run folder)")
+    rank.set_defaults(func=_cmd_rank)
+
+    report = sub.add_parser("report", help="write a self-contained HTML report of one or "
+                                           "more runs")
+    report.add_argument("runs", nargs="+", metavar="RUN",
+                        help="run folders (e.g. a trial and a burst); the first run's scenario "
+                             "gives the ranking: settings and fees")
+    report.add_argument("--out", metavar="DIR", default=None,
+                        help="where report.html goes (default: the first run folder)")
+    report.set_defaults(func=_cmd_report)
 
     schema = sub.add_parser("schema", help="write the JSON Schema of scenario files")
     schema.add_argument("--out", metavar="FILE", default=None,
