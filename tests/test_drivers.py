@@ -1,0 +1,137 @@
+"""The reference driver, the trial transport and the callback path, against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness import protocol
+from harness.callbacks import CallbackReceiver
+from harness.drivers.base import Credentials, Failure, HttpResponse, OrderRequest, OrderState
+from harness.drivers.reference import ReferenceDriver, failure_from
+from harness.events import read_events
+from harness.progress import TrialProgress
+from harness.runfolder import RunFolder
+from harness.scenario import load_scenario
+from harness.simulator.process import SimulatorProcess
+from harness.transport import AsyncTransport, retry_delay_s, send_read
+from harness.trial import TrialRun
+
+SECRET = "s3cret"
+
+
+def _driver(base_url: str = "http://127.0.0.1:9/suppliers/acme",
+            key: str = "key", secret: str = SECRET) -> ReferenceDriver:
+    return ReferenceDriver(base_url, Credentials(key, secret))
+
+
+def test_requests_are_signed_over_the_full_path_and_body() -> None:
+    """A built request's signature verifies over its base path, query and exact body."""
+    driver = _driver()
+    request = driver.place_order(OrderRequest("o-1", "steam-100", 2, None, None))
+    assert request.method == "POST" and not request.read_only
+    assert json.loads(request.body) == {"client_order_id": "o-1", "sku": "steam-100",
+                                        "quantity": 2, "account": None, "callback_url": None}
+    headers = request.headers
+    assert protocol.verify(SECRET, "POST", "/suppliers/acme/v1/orders", headers["X-Timestamp"],
+                           request.body, headers["X-Signature"])
+    assert not protocol.verify("other", "POST", "/suppliers/acme/v1/orders",
+                               headers["X-Timestamp"], request.body, headers["X-Signature"])
+    get = driver.get_order("o 1")
+    assert get.url.endswith("/v1/orders/o%201") and get.read_only and get.body == b""
+
+
+def test_failures_carry_kind_status_and_retry_after() -> None:
+    """Error answers become Failure data with a stable kind; no answer is outcome-unknown."""
+    body = json.dumps(protocol.error_body("out_of_stock", "gone")).encode()
+    failure = failure_from(HttpResponse(409, {}, body))
+    assert failure.kind == "http_409_out_of_stock" and not failure.outcome_unknown
+    limited = failure_from(HttpResponse(429, {"retry-after": "2"}, b""))
+    assert limited.retry_after_s == 2.0 and limited.retryable
+    silent = failure_from(HttpResponse(0, {}, b"", transport_error="timeout"))
+    assert silent.kind == "timeout" and silent.outcome_unknown
+    assert isinstance(_driver().parse_order(HttpResponse(200, {}, b"not json")), Failure)
+    assert retry_delay_s(HttpResponse(429, {"retry-after": "3"}, b""), 1) == 3.0
+    assert retry_delay_s(HttpResponse(404, {}, b""), 1) is None
+
+
+def test_callback_signatures_verified_and_forgeries_refused() -> None:
+    """A correctly signed callback parses; a wrong secret or a stale timestamp is refused."""
+    driver = _driver()
+    now = "2026-11-25T03:10:11.123Z"
+    order = {"client_order_id": "o-1", "order_id": "S1", "sku": "steam-100", "quantity": 1,
+             "account": None, "unit_price": "97.00", "amount": "97.00", "state": "success",
+             "created_at": now, "updated_at": now, "delivered_at": now, "codes": [],
+             "failure_reason": None, "refund": None}
+    body = json.dumps({"event": "order.updated", "order": order}).encode()
+    path = "/callbacks/acme?x=1"
+    good = protocol.signed_headers("ignored", SECRET, "POST", path, body)
+    event = driver.verify_callback("POST", path, good, body)
+    assert not isinstance(event, Failure) and event.order.state is OrderState.SUCCESS
+    forged = protocol.signed_headers("ignored", "wrong", "POST", path, body)
+    assert isinstance(driver.verify_callback("POST", path, forged, body), Failure)
+    stale = protocol.signed_headers("ignored", SECRET, "POST", path, body,
+                                    timestamp_ms=protocol.now_ms() - 301_000)
+    assert isinstance(driver.verify_callback("POST", path, stale, body), Failure)
+
+
+def test_reads_retry_on_429_honouring_retry_after(sim: SimulatorProcess) -> None:
+    """Against a 5-per-second token bucket, every read gets through by waiting as told."""
+    driver = _driver(sim.supplier_url("limited"), "limited-key", "limited-secret")
+    statuses: list[int] = []
+
+    async def main() -> list[int]:
+        transport = AsyncTransport(5.0)
+        try:
+            finals = []
+            for _ in range(12):
+                response = await send_read(transport, driver.balance, max_attempts=10,
+                                           until=time.monotonic() + 20,
+                                           on_attempt=lambda r: statuses.append(r.status))
+                finals.append(response.status)
+            return finals
+        finally:
+            await transport.aclose()
+
+    assert asyncio.run(main()) == [200] * 12
+    assert 429 in statuses
+
+
+def test_receiver_rejects_and_logs_forged_callbacks(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trial's receiver answers 401 to a forged callback and records it as forged."""
+    scenario_path = tmp_path / "s.yaml"
+    scenario_path.write_text(
+        "name: t\nsuppliers:\n  - name: acme\n    base_url: http://127.0.0.1:9/suppliers/acme\n"
+        "    credentials: {api_key: '${K}', secret: '${S}'}\n"
+        "    products: [{sku: a, face_value: '1.00', sale_price: '1.00'}]\n"
+        "trial: {deadline_s: 1, spending_cap: 10}\n")
+    scenario = load_scenario(scenario_path, {"K": "key", "S": SECRET})
+    folder = RunFolder.create(tmp_path / "results", scenario, scenario_path, mode="trial")
+
+    async def main() -> tuple[int, int]:
+        transport = AsyncTransport(1.0)
+        run = TrialRun(scenario, folder, transport, TrialProgress(["acme"], 1, enabled=False))
+        try:
+            async with CallbackReceiver(run.on_callback) as receiver:
+                body = b'{"event": "order.updated", "order": {}}'
+                headers = protocol.signed_headers("x", "not-the-secret", "POST",
+                                                  "/callbacks/acme", body)
+                async with httpx.AsyncClient(trust_env=False) as client:
+                    forged = await client.post(f"{receiver.url}/callbacks/acme", content=body,
+                                               headers=headers)
+                    unknown = await client.post(f"{receiver.url}/callbacks/nobody",
+                                                content=body)
+                return forged.status_code, unknown.status_code
+        finally:
+            await transport.aclose()
+
+    assert asyncio.run(main()) == (401, 404)
+    folder.close()
+    verdicts = [e["verdict"] for e in read_events(folder.path) if e["type"] == "callback_received"]
+    assert verdicts == ["forged", "unknown_supplier"]
