@@ -42,6 +42,12 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_trial(args: argparse.Namespace) -> int:
     from harness.trial import run_trial
 
+    if args.dry_run:
+        from harness.scenario import load_scenario
+        from harness.trial import print_plan
+
+        print_plan(load_scenario(Path(args.scenario)))
+        return 0
     run_dir = run_trial(Path(args.scenario), results_root=Path(args.results),
                         show_progress=not args.no_progress)
     print(f"run folder: {run_dir}")
@@ -104,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     trial.add_argument("--results", default="results", metavar="DIR",
                        help="where run folders go (default results/)")
     trial.add_argument("--no-progress", action="store_true", help="no live progress table")
+    trial.add_argument("--dry-run", action="store_true",
+                       help="print the plan and its worst-case cost; send nothing")
     trial.set_defaults(func=_cmd_trial)
 
     demo = sub.add_parser("demo", help="run the demo trial against the built-in simulator")

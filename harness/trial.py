@@ -295,6 +295,8 @@ class SupplierTrial:
             rounds += 1
             if await self.resolve_unknown(follow, until):
                 return True
+        if rounds == 0:
+            follow.final_state = "failed"  # only ever refused (429 to the end): nothing bought
         return False
 
     async def resolve_unknown(self, follow: OrderFollow, until: float) -> bool:
@@ -653,6 +655,34 @@ async def run_trial_async(scenario: Scenario, folder: RunFolder, *,
         await TrialRun(scenario, folder, transport, progress).run()
     finally:
         await transport.aclose()
+
+
+def worst_case_cost(scenario: Scenario) -> Decimal:
+    """The most the trial could spend: every order at the highest face value it may draw
+    (a price above face value is not expected), never more than the spending cap."""
+    plan = scenario.trial
+    if plan is None:
+        return Decimal(0)
+    total = Decimal(0)
+    for supplier in scenario.suppliers:
+        dearest = max(supplier.product(sku).face_value for sku in plan.weights_for(supplier))
+        total += dearest * plan.quantity * plan.orders_per_supplier
+    return min(total, plan.spending_cap)
+
+
+def print_plan(scenario: Scenario) -> None:
+    """The dry run: what would be ordered where, and the worst-case cost."""
+    plan = scenario.trial
+    if plan is None:
+        raise ValueError("scenario has no trial plan")
+    print(f"trial plan of {scenario.name!r}: {plan.orders_per_supplier} orders × "
+          f"{plan.quantity} per supplier, deadline {plan.deadline_s:g} s, "
+          f"delivery by {plan.delivery}")
+    for supplier in scenario.suppliers:
+        mix = ", ".join(f"{sku} {share:.0%}" for sku, share in plan.weights_for(supplier).items())
+        print(f"  {supplier.name:<12} {supplier.base_url}  [{mix}]")
+    print(f"worst-case cost: {worst_case_cost(scenario)} (spending cap {plan.spending_cap}); "
+          "nothing was sent")
 
 
 def run_trial(scenario_path: Path, *, results_root: Path = Path("results"),

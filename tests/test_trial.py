@@ -317,3 +317,16 @@ def test_missing_env_var_is_one_line_naming_where(tmp_path: Path) -> None:
                    if text.strip().startswith("secret:"))
     assert f"bad.yaml:{line_no}: suppliers[0].credentials.secret" in line
     assert "TRIALBENCH_DEMO_GOOD_SECRET" in line
+
+
+def test_dry_run_prints_plan_and_worst_case_without_sending(tmp_path: Path) -> None:
+    """``--dry-run`` prints the plan and its worst-case cost and creates no run folder."""
+    scenario = tmp_path / "plan.yaml"
+    scenario.write_text(_scenario_text(cap="1000", orders=7))
+    env = {"TRIALBENCH_SIM_URL": "http://127.0.0.1:9", "TRIALBENCH_DEMO_ISSUER_API_KEY": "k",
+           "TRIALBENCH_DEMO_GOOD_API_KEY": "k", "TRIALBENCH_DEMO_GOOD_SECRET": "s"}
+    done = run_cli(["trial", str(scenario), "--dry-run", "--results", str(tmp_path / "r")],
+                   env, 60)
+    assert done.returncode == 0, done.stderr
+    assert "worst-case cost: 70.00" in done.stdout
+    assert "good" in done.stdout and not (tmp_path / "r").exists()
