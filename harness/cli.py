@@ -86,6 +86,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_burst(args: argparse.Namespace) -> int:
+    from harness.burst import run_burst_cli  # imports Locust: gevent patches this process
+
+    run_burst_cli(Path(args.scenario), results_root=Path(args.results), workers=args.workers,
+                  remote_workers=args.remote_workers, master_bind=args.master_bind,
+                  web_ui=args.web_ui, live=not args.no_live,
+                  simulate=Path(args.simulate) if args.simulate else None, seed=args.seed)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from harness.burst_worker import run_worker  # imports Locust: gevent patches this process
+
+    host, _, port = args.master.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"trialbench: error: --master {args.master!r}: write HOST:PORT", file=sys.stderr)
+        return 2
+    return run_worker(host, int(port), local_child=args.local_child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every subcommand is documented here and in the README."""
     parser = argparse.ArgumentParser(
@@ -138,6 +158,37 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", metavar="DIR", default=None,
                         help="where report.html goes (default: the first run folder)")
     report.set_defaults(func=_cmd_report)
+
+    burst = sub.add_parser("burst", help="run a scenario's peak-load burst on Locust (open "
+                                         "model, latency from intended start)")
+    burst.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file with a burst:")
+    burst.add_argument("--results", default="results", metavar="DIR",
+                       help="where run folders go (default results/)")
+    burst.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="start a Locust master and N local worker processes "
+                            "(default: the scenario's burst.workers; 1 = one process)")
+    burst.add_argument("--remote-workers", type=int, default=0, metavar="M",
+                       help="also wait for M workers started elsewhere with "
+                            "`trialbench worker --master HOST:PORT` (default 0)")
+    burst.add_argument("--master-bind", default=None, metavar="HOST:PORT",
+                       help="where the master listens for workers (default 127.0.0.1 and "
+                            "a free port; give e.g. 0.0.0.0:5557 for remote workers)")
+    burst.add_argument("--web-ui", default=None, metavar="127.0.0.1:PORT",
+                       help="also serve Locust's live web page there (loopback only)")
+    burst.add_argument("--simulate", default=None, metavar="FLEET",
+                       help="start the built-in simulator with this fleet first and point "
+                            "the scenario at it (e.g. scenarios/fleet-demo.yaml)")
+    burst.add_argument("--seed", type=int, default=None,
+                       help="simulator seed with --simulate (default: the fleet's)")
+    burst.add_argument("--no-live", action="store_true", help="no live terminal view")
+    burst.set_defaults(func=_cmd_burst)
+
+    worker = sub.add_parser("worker", help="join a burst's Locust master as a worker "
+                                           "(credentials come from this machine's env)")
+    worker.add_argument("--master", required=True, metavar="HOST:PORT",
+                        help="the master's address, as printed by `trialbench burst`")
+    worker.add_argument("--local-child", action="store_true", help=argparse.SUPPRESS)
+    worker.set_defaults(func=_cmd_worker)
 
     schema = sub.add_parser("schema", help="write the JSON Schema of scenario files")
     schema.add_argument("--out", metavar="FILE", default=None,

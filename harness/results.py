@@ -23,17 +23,28 @@ Events the tables are built from (fields beyond ``t``/``type``):
 - ``refund_requested`` / ``refund_final``: see the refunds table.
 - ``balance_read``: supplier, phase (before, after_orders, after_refunds), balance.
 - ``callback_received``: supplier, client_order_id, verdict (accepted, stale, forged, bad).
+
+Bursts (``harness.burst``) write the same order events with mode="burst" and
+worker=<id>, from one shard per worker (``events-<worker>.jsonl``), plus:
+
+- ``burst_started`` (master): t0 (Unix s), phases, scheduled_per_second
+  ({supplier: [orders due in second 0, 1, ...]}), workers.
+- ``order_planned`` also carries started_at (Unix s, when the POST was really begun),
+  phase and index; ``schedule_slip``: supplier, client_order_id, intended_at,
+  started_at, slip_ms (written when an order starts late).
+- ``burst_aborted`` (reason), ``burst_finished``, ``burst_worker_*``.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness.errors import ResultsError
@@ -125,8 +136,28 @@ SUPPLIERS_COLUMNS: dict[str, str] = {
     "refunds_credited": "balance increase over the refund phase, currency units",
 }
 
+TIMELINE_COLUMNS: dict[str, str] = {
+    "run_id": "run folder name",
+    "second": "whole seconds since the burst's t0 (0 = [t0, t0 + 1 s)); integer",
+    "supplier": "supplier name",
+    "scheduled": "orders the schedule put in this second (count)",
+    "sent": "orders whose first POST was sent in this second (count)",
+    "accepted": "orders first known accepted in this second (count)",
+    "delivered": "orders first seen delivered in this second (count)",
+    "err_429": "requests answered 429 in this second (any phase; count)",
+    "err_503": "requests answered 503 in this second (count)",
+    "err_5xx": "requests answered another 5xx in this second (count)",
+    "err_timeout": "requests with no answer within the timeout in this second (count)",
+    "err_out_of_stock": "POSTs answered 409 out_of_stock in this second (count)",
+    "partial_oversold": "accepted orders that ended partial or failed (oversold stock among "
+                        "them), by the second they ended (count)",
+    "slipped": "orders of this second's schedule that started late (schedule_slip; count)",
+    "acceptance_p95_ms": "p95 of acceptance_ms of the orders scheduled in this second, from "
+                         "their intended start, milliseconds (NaN if none accepted)",
+}
+
 SCHEMAS = {"orders": ORDERS_COLUMNS, "codes": CODES_COLUMNS, "refunds": REFUNDS_COLUMNS,
-           "suppliers": SUPPLIERS_COLUMNS}
+           "suppliers": SUPPLIERS_COLUMNS, "timeline": TIMELINE_COLUMNS}
 
 
 @dataclass
@@ -138,6 +169,9 @@ class RunTables:
     refunds: pd.DataFrame
     suppliers: pd.DataFrame
     manifests: list[dict[str, Any]]
+    timeline: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(TIMELINE_COLUMNS)))
+    """Per supplier per second of a burst (empty for trials)."""
 
 
 def _ts(value: float | None) -> pd.Timestamp:
@@ -164,9 +198,11 @@ def build_tables(run_dir: Path) -> RunTables:
     redeemed: dict[str, str] = {}
     refunds: dict[tuple[str, str], dict[str, Any]] = {}
     balances: dict[str, dict[str, float]] = defaultdict(dict)
+    timeline = _TimelineBuilder(run_id)
 
     for event in read_events(run_dir):
         kind = event["type"]
+        timeline.add(event)
         key = (event.get("supplier", ""), event.get("client_order_id", ""))
         if kind == "order_planned":
             orders[key] = {
@@ -289,7 +325,135 @@ def build_tables(run_dir: Path) -> RunTables:
         refunds=_typed(_frame(refund_rows, REFUNDS_COLUMNS)),
         suppliers=_typed(_frame(supplier_rows, SUPPLIERS_COLUMNS)),
         manifests=[manifest],
+        timeline=timeline.frame(),
     )
+
+
+_ERROR_COLUMNS = {"429": "err_429", "503": "err_503", "5xx": "err_5xx",
+                  "timeout": "err_timeout", "out_of_stock": "err_out_of_stock"}
+
+
+def _error_column(kind: str, status: int) -> str | None:
+    if status == 429:
+        return "err_429"
+    if status == 503:
+        return "err_503"
+    if status >= 500:
+        return "err_5xx"
+    if status == 0:
+        return "err_timeout" if kind == "timeout" else None
+    return "err_out_of_stock" if "out_of_stock" in kind else None
+
+
+class _TimelineBuilder:
+    """Per supplier per second counts of a burst, fed every event in time order."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.t0: float | None = None
+        self.scheduled: dict[str, list[int]] = {}
+        self.cells: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
+        self.intended: dict[tuple[str, str], float] = {}
+        self.accepted: set[tuple[str, str]] = set()
+        self.delivered: set[tuple[str, str]] = set()
+        self.acceptance: dict[tuple[str, int], list[float]] = defaultdict(list)
+
+    def _second(self, t: float) -> int:
+        assert self.t0 is not None
+        return int((t - self.t0) // 1)
+
+    def add(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "burst_started":
+            self.t0 = float(event["t0"])
+            self.scheduled = event.get("scheduled_per_second") or {}
+            return
+        if self.t0 is None:
+            return
+        supplier = event.get("supplier", "")
+        key = (supplier, event.get("client_order_id", ""))
+        if kind == "order_planned" and event.get("mode") == "burst":
+            self.intended[key] = float(event["intended_at"])
+        elif key not in self.intended:
+            return
+        elif kind == "order_attempt" and event.get("attempt") == 1 \
+                and event.get("method") == "POST":
+            self.cells[(supplier, self._second(event["t"]))]["sent"] += 1
+        elif kind == "order_accepted" and key not in self.accepted:
+            self.accepted.add(key)
+            self.cells[(supplier, self._second(event["t"]))]["accepted"] += 1
+            intended = self.intended[key]
+            self.acceptance[(supplier, self._second(intended))].append(
+                (event["t"] - intended) * 1000)
+        elif kind == "order_observed" and key not in self.delivered \
+                and event.get("state") in ("success", "partial", "refunded"):
+            self.delivered.add(key)
+            self.cells[(supplier, self._second(event["t"]))]["delivered"] += 1
+        elif kind == "order_error":
+            column = _error_column(str(event.get("kind", "")), int(event.get("status", 0)))
+            if column is not None:
+                self.cells[(supplier, self._second(event["t"]))][column] += 1
+        elif kind == "schedule_slip":
+            self.cells[(supplier, self._second(self.intended[key]))]["slipped"] += 1
+        elif kind == "order_final" and key in self.accepted \
+                and event.get("state") in ("partial", "failed"):
+            self.cells[(supplier, self._second(event["t"]))]["partial_oversold"] += 1
+
+    def frame(self) -> pd.DataFrame:
+        counts = [c for c in TIMELINE_COLUMNS
+                  if c not in ("run_id", "second", "supplier", "acceptance_p95_ms")]
+        keys = set(self.cells) | set(self.acceptance)
+        for supplier, per_second in self.scheduled.items():
+            keys.update((supplier, second) for second in range(len(per_second)))
+        rows = []
+        for supplier, second in sorted(keys, key=lambda k: (k[1], k[0])):
+            cell = self.cells.get((supplier, second), Counter())
+            per_second = self.scheduled.get(supplier, [])
+            row: dict[str, Any] = {"run_id": self.run_id, "second": second,
+                                   "supplier": supplier}
+            for column in counts:
+                row[column] = cell[column]
+            row["scheduled"] = per_second[second] if 0 <= second < len(per_second) else 0
+            latencies = self.acceptance.get((supplier, second))
+            row["acceptance_p95_ms"] = float(np.percentile(latencies, 95)) if latencies \
+                else float("nan")
+            rows.append(row)
+        frame = pd.DataFrame(rows, columns=list(TIMELINE_COLUMNS))
+        for column in ["second", *counts]:
+            frame[column] = frame[column].astype("int64")
+        frame["acceptance_p95_ms"] = frame["acceptance_p95_ms"].astype("float64")
+        return frame
+
+
+def burst_summary(run_dir: Path) -> pd.DataFrame:
+    """Per supplier: scheduled vs sent orders and rates, slips, errors and latency
+    percentiles (acceptance and delivery from intended start, ms) of a burst run."""
+    orders = pd.read_parquet(run_dir / "orders.parquet")
+    timeline = pd.read_parquet(run_dir / "timeline.parquet")
+    orders = orders[orders["mode"] == "burst"]
+    duration = max(1, int((timeline.groupby("second")["scheduled"].sum() > 0).sum())) \
+        if len(timeline) else 1
+    rows = []
+    for supplier, part in timeline.groupby("supplier", sort=False):
+        mine = orders[orders["supplier"] == supplier]
+        rows.append({
+            "supplier": supplier, "scheduled": int(part["scheduled"].sum()),
+            "sent": int(part["sent"].sum()),
+            "sched/s": float(part["scheduled"].sum() / duration),
+            "sent/s": float(part["sent"].sum() / duration),
+            "slipped": int(part["slipped"].sum()),
+            "accepted": int(mine["accepted_at"].notna().sum()),
+            "delivered": int(mine["delivered"].sum()),
+            "429": int(part["err_429"].sum()), "503": int(part["err_503"].sum()),
+            "5xx": int(part["err_5xx"].sum()), "timeout": int(part["err_timeout"].sum()),
+            "oos": int(part["err_out_of_stock"].sum()),
+            "partial/oversold": int(part["partial_oversold"].sum()),
+            "accept p50 ms": float(mine["acceptance_ms"].quantile(0.50)),
+            "accept p95 ms": float(mine["acceptance_ms"].quantile(0.95)),
+            "accept p99 ms": float(mine["acceptance_ms"].quantile(0.99)),
+            "deliver p95 ms": float(mine["delivery_ms"].quantile(0.95)),
+        })
+    return pd.DataFrame(rows)
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

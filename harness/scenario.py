@@ -63,7 +63,10 @@ from harness.yamlfile import Loc, LocatedValueError, format_loc, read_yaml, vali
 
 __all__ = [
     "KNOWN_DRIVERS",
+    "AbortPlan",
     "AfterSalesPlan",
+    "BurstPhase",
+    "BurstPlan",
     "Credentials",
     "EnvSecret",
     "FeesConfig",
@@ -504,6 +507,192 @@ class TrialPlan(BaseModel):
         return {sku: weight / total for sku, weight in weights.items()}
 
 
+class BurstPhase(BaseModel):
+    """One phase of a burst, in the manner of Artillery and k6 (arrivals per second).
+
+    The kind follows from the keys when ``kind`` is left out: ``rate_per_s`` alone is
+    ``constant``; ``to_rate_per_s`` is a ``ramp`` (from ``from_rate_per_s``, or from the
+    rate the previous phase ended at); no rate at all is a ``hold`` of the previous
+    phase's end rate. A ``spike`` is a constant phase that jumps straight to
+    ``rate_per_s`` (written as its own kind so reports can label it)::
+
+        phases:
+          - {duration_s: 10, rate_per_s: 20}                        # constant
+          - {duration_s: 20, to_rate_per_s: 150}                    # ramp 20 -> 150
+          - {duration_s: 5, rate_per_s: 300, kind: spike}           # spike
+          - {duration_s: 15, to_rate_per_s: 150}                    # back down
+          - {duration_s: 10}                                        # hold at 150
+    """
+
+    model_config = _CONFIG
+
+    name: str = ""
+    """Label shown in the live view and written to the events (default: the kind)."""
+    kind: Literal["constant", "ramp", "spike", "hold"] | None = None
+    """What the phase does; inferred from the rate keys when left out."""
+    duration_s: float = Field(gt=0, le=3600, allow_inf_nan=False)
+    """How long the phase lasts, seconds (at most an hour)."""
+    rate_per_s: float | None = Field(default=None, ge=0, le=5000, allow_inf_nan=False)
+    """Constant arrival rate, orders per second (constant and spike)."""
+    from_rate_per_s: float | None = Field(default=None, ge=0, le=5000, allow_inf_nan=False)
+    """Rate at the start of a ramp, orders per second (default: the previous end rate)."""
+    to_rate_per_s: float | None = Field(default=None, ge=0, le=5000, allow_inf_nan=False)
+    """Rate at the end of a ramp, orders per second."""
+
+    @model_validator(mode="after")
+    def _keys_match_kind(self) -> Self:
+        kind = self.resolved_kind
+        if kind in ("constant", "spike"):
+            if self.rate_per_s is None:
+                raise LocatedValueError(f"a {kind} phase needs rate_per_s: <orders per second>",
+                                        ("rate_per_s",))
+            for key in ("from_rate_per_s", "to_rate_per_s"):
+                if getattr(self, key) is not None:
+                    raise LocatedValueError(f"a {kind} phase has one rate; remove {key} (or "
+                                            "write kind: ramp)", (key,))
+        elif kind == "ramp":
+            if self.to_rate_per_s is None:
+                raise LocatedValueError("a ramp needs to_rate_per_s: <orders per second>",
+                                        ("to_rate_per_s",))
+            if self.rate_per_s is not None:
+                raise LocatedValueError("a ramp goes from_rate_per_s -> to_rate_per_s; remove "
+                                        "rate_per_s", ("rate_per_s",))
+        else:
+            for key in ("rate_per_s", "from_rate_per_s", "to_rate_per_s"):
+                if getattr(self, key) is not None:
+                    raise LocatedValueError(f"a hold keeps the previous rate; remove {key} (or "
+                                            "write kind: constant)", (key,))
+        return self
+
+    @property
+    def resolved_kind(self) -> str:
+        """``kind`` as written, or inferred from the rate keys."""
+        if self.kind is not None:
+            return self.kind
+        if self.to_rate_per_s is not None or self.from_rate_per_s is not None:
+            return "ramp"
+        return "constant" if self.rate_per_s is not None else "hold"
+
+
+class AbortPlan(BaseModel):
+    """When to stop a burst early (everything recorded so far is kept).
+
+    Judged every second over the last ``window_s`` seconds, across all suppliers, once
+    the window holds at least ``min_orders`` orders. Leave a condition out to disable it.
+    """
+
+    model_config = _CONFIG
+
+    error_rate: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
+    """Stop when this share of the window's orders had a failed POST (0–1)."""
+    latency_ms: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Stop when the acceptance latency percentile (from intended start) exceeds this, ms."""
+    latency_percentile: float = Field(default=95, gt=0, lt=100, allow_inf_nan=False)
+    """Which percentile ``latency_ms`` applies to."""
+    spend: Money | None = None
+    """Stop when the money committed to orders reaches this (money); below spending_cap."""
+    window_s: float = Field(default=5, gt=0, le=300, allow_inf_nan=False)
+    """The sliding window the rates and the percentile are judged over, seconds."""
+    min_orders: int = Field(default=20, ge=1)
+    """Do not judge a window with fewer orders than this."""
+
+
+class BurstPlan(BaseModel):
+    """A peak-load burst: orders arrive on a schedule (an open model) whether or not the
+    suppliers keep up; latency is measured from each order's intended start.
+
+    Arrivals are spread evenly within each phase (deterministic); each arrival goes to a
+    supplier by smooth weighted round robin over ``weights`` and to a product drawn from
+    ``product_mix`` (the trial's rule) with the scenario's seed, so every worker computes
+    the same schedule and takes its own share.
+    """
+
+    model_config = _CONFIG
+
+    phases: tuple[BurstPhase, ...] = Field(min_length=1)
+    """The arrival-rate phases, in order (at least one)."""
+    weights: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = None
+    """supplier name -> share of the arrivals (>= 0; default: equal; unnamed: 0)."""
+    product_mix: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = None
+    """sku -> weight (> 0), restricted to each supplier's skus; default: uniform."""
+    quantity: int = Field(default=1, ge=1, le=100)
+    """Codes (or top-ups) per order (1–100)."""
+    deadline_s: float = Field(gt=0, allow_inf_nan=False)
+    """Delivery SLA, seconds from an order's intended start; later is an SLA miss."""
+    follow_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Follow each order this long after its intended start (default: 2 × deadline_s)."""
+    delivery: Literal["poll", "callback", "both"] = "both"
+    """How to learn of delivery: polling with backoff, callbacks (a receiver per worker),
+    or both."""
+    poll: PollPlan = PollPlan()
+    """Polling backoff."""
+    request_timeout_s: float = Field(default=5.0, gt=0, le=120, allow_inf_nan=False)
+    """Timeout of one HTTP request, seconds."""
+    unknown_outcome_window_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    """How long to keep asking (GET) after a POST with an unknown outcome, seconds."""
+    spending_cap: Money
+    """Most the whole burst may spend, across all suppliers and workers (money); each of N
+    workers may commit at most cap / N."""
+    abort: AbortPlan = AbortPlan()
+    """Conditions that stop the burst early."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Local worker processes (1: everything in one process); ``--workers`` overrides."""
+    expected_latency_ms: float = Field(default=250, gt=0, allow_inf_nan=False)
+    """Expected time to place one order, ms; sizes the concurrency (see ``headroom``)."""
+    headroom: float = Field(default=3.0, ge=1, le=100, allow_inf_nan=False)
+    """Concurrency = rate × expected_latency × headroom (+1 per supplier and worker)."""
+    max_concurrency: int = Field(default=1000, ge=1, le=20000)
+    """Most orders being placed at once across all workers."""
+    slip_warning_ms: float = Field(default=100, gt=0, allow_inf_nan=False)
+    """An order sent later than this after its intended start gets a schedule_slip event."""
+    max_orders: int = Field(default=100_000, ge=1, le=1_000_000)
+    """Safety bound on the schedule's size; a schedule with more arrivals is refused."""
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Self:
+        rate = 0.0
+        total = 0.0
+        for index, phase in enumerate(self.phases):
+            kind = phase.resolved_kind
+            if kind == "hold" and index == 0:
+                raise LocatedValueError("the first phase cannot hold: there is no previous "
+                                        "rate; write rate_per_s", ("phases", 0))
+            start = rate if kind == "hold" else (
+                phase.rate_per_s if kind != "ramp" else
+                (phase.from_rate_per_s if phase.from_rate_per_s is not None else rate))
+            end = rate if kind == "hold" else (
+                phase.to_rate_per_s if kind == "ramp" else phase.rate_per_s)
+            assert start is not None and end is not None
+            total += (start + end) / 2 * phase.duration_s
+            rate = end
+        if total > self.max_orders:
+            raise LocatedValueError(f"the phases schedule about {total:,.0f} orders, more than "
+                                    f"max_orders ({self.max_orders:,}); lower the rates or "
+                                    "durations, or raise max_orders", ("phases",))
+        if total < 1:
+            raise LocatedValueError("the phases schedule no order at all; give a rate above 0",
+                                    ("phases",))
+        if self.abort.spend is not None and self.abort.spend > self.spending_cap:
+            raise LocatedValueError(f"abort.spend ({self.abort.spend}) is above spending_cap "
+                                    f"({self.spending_cap}); the cap stops orders first, lower "
+                                    "it", ("abort", "spend"))
+        return self
+
+    @property
+    def follow_for_s(self) -> float:
+        """How long each order is followed after its intended start, seconds."""
+        return self.follow_s if self.follow_s is not None else 2 * self.deadline_s
+
+    def weights_for(self, supplier: SupplierConfig) -> dict[str, float]:
+        """The sku -> probability this plan draws orders at ``supplier`` with (sums to 1)."""
+        offered = [product.sku for product in supplier.products]
+        if self.product_mix is None:
+            return {sku: 1 / len(offered) for sku in offered}
+        weights = {sku: self.product_mix[sku] for sku in offered if sku in self.product_mix}
+        total = sum(weights.values())
+        return {sku: weight / total for sku, weight in weights.items()}
+
+
 class Scenario(BaseModel):
     """A whole scenario file: suppliers, optional issuer, and the plans to run."""
 
@@ -523,18 +712,11 @@ class Scenario(BaseModel):
     """Where codes can be checked (optional)."""
     trial: TrialPlan | None = None
     """The trial batch (optional)."""
-    burst: None = None
-    """Reserved for peak-load bursts; not supported yet, leave it out."""
+    burst: BurstPlan | None = None
+    """The peak-load burst (optional): phases of arrival rates, run on Locust."""
     ranking: RankingConfig | None = None
     """How suppliers are ranked: weights, value-function anchors, gates, tier thresholds
     (default: ``harness.ranking.RankingConfig()``)."""
-
-    @field_validator("burst", mode="before")
-    @classmethod
-    def _no_burst_yet(cls, value: object) -> None:
-        if value is not None:
-            raise ValueError("bursts are not supported yet; remove the burst: section")
-        return None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
@@ -562,9 +744,23 @@ class Scenario(BaseModel):
                     and "redeem_sample" in self.trial.model_fields_set:
                 raise LocatedValueError("redeeming needs an issuer; add an issuer: section "
                                         "or set redeem_sample: 0", ("trial", "redeem_sample"))
+        if self.burst is not None:
+            self._check_burst(self.burst)
         return self
 
-    def _check_mix(self, trial: TrialPlan) -> None:
+    def _check_burst(self, burst: BurstPlan) -> None:
+        names = {s.name for s in self.suppliers}
+        for name in burst.weights or {}:
+            if name not in names:
+                raise LocatedValueError(
+                    f"supplier {name!r} is not in suppliers:; write one of: "
+                    + ", ".join(sorted(names)), ("burst", "weights", name))
+        if burst.weights is not None and not any(burst.weights.values()):
+            raise LocatedValueError("every weight is 0; give at least one supplier a weight "
+                                    "above 0", ("burst", "weights"))
+        self._check_mix(burst, "burst")
+
+    def _check_mix(self, trial: TrialPlan | BurstPlan, section: str = "trial") -> None:
         if trial.product_mix is None:
             return
         offered = {p.sku for s in self.suppliers for p in s.products}
@@ -572,13 +768,13 @@ class Scenario(BaseModel):
             if sku not in offered:
                 raise LocatedValueError(
                     f"sku {sku!r} is not offered by any supplier; remove it or add it to a "
-                    "supplier's products", ("trial", "product_mix", sku))
+                    "supplier's products", (section, "product_mix", sku))
         for supplier in self.suppliers:
             if not any(p.sku in trial.product_mix for p in supplier.products):
                 skus = ", ".join(p.sku for p in supplier.products)
                 raise LocatedValueError(
                     f"no sku in the mix is offered by supplier {supplier.name!r}; add one of "
-                    f"its skus ({skus})", ("trial", "product_mix"))
+                    f"its skus ({skus})", (section, "product_mix"))
 
     def supplier(self, name: str) -> SupplierConfig:
         """The supplier with this name; ``KeyError`` if there is none."""

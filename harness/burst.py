@@ -1,0 +1,500 @@
+"""Peak-load bursts on Locust, driven as a library: the master side and the live view.
+
+Imports Locust (which monkey-patches the process with gevent): only the ``burst`` and
+``worker`` commands import it, never the analysis.
+
+How a burst runs (``run_burst``):
+
+1. The scenario's ``burst:`` plan becomes a deterministic schedule
+   (:mod:`harness.burst_schedule`); the run folder is created and the master writes
+   ``burst_started`` (t0, the phases, and the scheduled orders per supplier per second)
+   to ``events.jsonl``.
+2. One process (``workers`` = 1, a Locust ``LocalRunner``), or a Locust master with N
+   local worker processes (``python -m harness worker``) plus any remote workers that
+   join (``trialbench worker --master HOST:PORT``). Each worker gets ``tb_plan``: the
+   scenario text (credentials are resolved from the *worker's* environment, never
+   sent), its index i of N, the shared start time t0 and the order-id prefix; it takes
+   arrivals ``k % N == i``.
+3. A ``LoadTestShape`` sizes the Locust users (slots) from the rate due in the next
+   5 s (rate × expected latency × headroom, never shrinking during the run) and stops
+   them once every worker has sent all of its arrivals. Orders are followed to
+   delivery after that (up to ``follow_s`` after their intended start).
+4. Workers stream their events (``tb_events``) into ``events-<worker>.jsonl`` in the
+   one run folder and live counters (``tb_stats``) to the master, which draws the live
+   view and judges the abort conditions. Ctrl-C (or an abort) sends ``tb_stop``: no
+   new orders, orders in flight get a short grace, everything so far is kept.
+5. The master writes ``burst_finished``, closes the folder (building every table,
+   ``timeline`` included) and prints achieved vs scheduled rate and the p95s.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+import gevent
+from locust import LoadTestShape
+from locust.env import Environment
+from locust.runners import MasterRunner, Runner
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from harness.burst_schedule import Schedule, build_schedule, concurrency_at
+from harness.burst_worker import BurstWorker, OrderUser
+from harness.errors import HarnessError, SafetyError, ScenarioError
+from harness.runfolder import RunFolder
+from harness.scenario import BurstPlan, load_scenario
+
+LEAD_S = 2.0
+"""t0 is this long after every worker has its plan (catalog reads, user spawning)."""
+WORKER_CONNECT_S = 30.0
+STOP_GRACE_S = 3.0
+LIVE_WINDOW_S = 5.0
+
+
+class BurstShape(LoadTestShape):
+    """Users (slots) sized from the rate due soon; never fewer during the run; ``None``
+    (stop the users) once every worker has sent its share or a stop was asked."""
+
+    def __init__(self, schedule: Schedule, plan: BurstPlan, workers: int) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.schedule = schedule
+        self.plan = plan
+        self.workers = workers
+        self.t0 = math.inf
+        self.users = 0
+        self.finished = False
+
+    def tick(self) -> tuple[int, float] | None:
+        if self.finished:
+            return None
+        t = max(0.0, time.time() - self.t0)
+        self.users = max(self.users, concurrency_at(self.schedule, self.plan, t, self.workers))
+        return self.users, float(max(50, self.users))
+
+
+@dataclass
+class SupplierLive:
+    """The master's view of one supplier, from the workers' ``tb_stats``."""
+
+    sent: int = 0
+    accepted: int = 0
+    delivered: int = 0
+    final: int = 0
+    slipped: int = 0
+    post_errors: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    acceptance_ms: list[float] = field(default_factory=list)
+    delivery_ms: list[float] = field(default_factory=list)
+    window: deque[tuple[float, int, int, list[float]]] = field(default_factory=deque)
+    """(time, sent, post_errors, acceptance ms) per report, for the sliding window."""
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile ``q`` (0–100) of ``values``; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+class Hub:
+    """The master's end of the workers' messages: shards, live counters, done flags."""
+
+    def __init__(self, folder: RunFolder, schedule: Schedule, plan: BurstPlan) -> None:
+        self.folder = folder
+        self.schedule = schedule
+        self.plan = plan
+        self.shards: dict[str, TextIO] = {}
+        self.live = {name: SupplierLive() for name in schedule.suppliers}
+        self.committed: dict[str, Decimal] = {}
+        self.in_flight: dict[str, int] = {}
+        self.placing_done: dict[str, bool] = {}
+        self.done: set[str] = set()
+        self.failed: dict[str, str] = {}
+        self.t0 = math.inf
+
+    def on_events(self, data: Mapping[str, Any]) -> None:
+        worker = str(data["worker"])
+        shard = self.shards.get(worker)
+        if shard is None:
+            shard = (self.folder.path / f"events-{worker}.jsonl").open(
+                "a", encoding="utf-8", buffering=1)
+            self.shards[worker] = shard
+        shard.write("".join(line + "\n" for line in data["lines"]))
+        shard.flush()
+
+    def on_stats(self, data: Mapping[str, Any]) -> None:
+        now = time.time()
+        worker = str(data["worker"])
+        self.committed[worker] = Decimal(str(data["committed"]))
+        self.in_flight[worker] = int(data["in_flight"]) + int(data.get("waiting", 0))
+        self.placing_done[worker] = bool(data["placing_done"])
+        for name, counts in data["suppliers"].items():
+            live = self.live.get(name)
+            if live is None:
+                continue
+            live.sent += counts["sent"]
+            live.accepted += counts["accepted"]
+            live.delivered += counts["delivered"]
+            live.final += counts["final"]
+            live.slipped += counts["slipped"]
+            live.post_errors += counts["post_errors"]
+            live.errors.update(counts["errors"])
+            live.acceptance_ms.extend(counts["acceptance_ms"])
+            live.delivery_ms.extend(counts["delivery_ms"])
+            live.window.append((now, counts["sent"], counts["post_errors"],
+                                list(counts["acceptance_ms"])))
+            while live.window and live.window[0][0] < now - max(self.plan.abort.window_s,
+                                                                 LIVE_WINDOW_S):
+                live.window.popleft()
+
+    def on_done(self, data: Mapping[str, Any]) -> None:
+        self.done.add(str(data["worker"]))
+
+    def on_failed(self, data: Mapping[str, Any]) -> None:
+        self.failed[str(data["worker"])] = str(data["error"])
+        self.done.add(str(data["worker"]))
+
+    def close(self) -> None:
+        for shard in self.shards.values():
+            shard.close()
+
+    # ------------------------------------------------------------ judging and drawing
+
+    def _window(self, live: SupplierLive, seconds: float) -> tuple[int, int, list[float]]:
+        since = time.time() - seconds
+        sent = errors = 0
+        latencies: list[float] = []
+        for at, s, e, lat in live.window:
+            if at >= since:
+                sent, errors = sent + s, errors + e
+                latencies.extend(lat)
+        return sent, errors, latencies
+
+    def abort_reason(self) -> str | None:
+        """Why the burst must stop now, or None."""
+        abort = self.plan.abort
+        if abort.spend is not None:
+            spent = sum(self.committed.values(), Decimal(0))
+            if spent >= abort.spend:
+                return f"spend {spent} reached abort.spend {abort.spend}"
+        if abort.error_rate is None and abort.latency_ms is None:
+            return None
+        sent = errors = 0
+        latencies: list[float] = []
+        for live in self.live.values():
+            s, e, lat = self._window(live, abort.window_s)
+            sent, errors = sent + s, errors + e
+            latencies.extend(lat)
+        if sent < abort.min_orders:
+            return None
+        if abort.error_rate is not None and errors / sent >= abort.error_rate:
+            return (f"error rate {errors / sent:.1%} over the last {abort.window_s:g} s "
+                    f"reached abort.error_rate {abort.error_rate:.1%}")
+        if abort.latency_ms is not None and latencies:
+            value = percentile(latencies, abort.latency_percentile)
+            if value > abort.latency_ms:
+                return (f"p{abort.latency_percentile:g} acceptance latency {value:.0f} ms "
+                        f"over the last {abort.window_s:g} s exceeded abort.latency_ms "
+                        f"{abort.latency_ms:g}")
+        return None
+
+    def table(self, status: str) -> Group:
+        elapsed = time.time() - self.t0
+        due = self.schedule.due_by(elapsed) if elapsed > 0 else Counter[str]()
+        window = min(LIVE_WINDOW_S, max(elapsed, 1e-9))
+        due_before = self.schedule.due_by(elapsed - window) if elapsed > window else \
+            Counter[str]()
+        table = Table(title=f"burst: {status}", expand=False)
+        for title in ("supplier", "scheduled", "sent", f"rate/s ({window:.0f} s)", "sched/s",
+                      "accepted", "delivered", "slipped", "429", "503", "5xx", "timeout",
+                      "out of stock", "p95 accept ms", "p95 deliver ms"):
+            table.add_column(title, justify="left" if title == "supplier" else "right")
+        for name, live in self.live.items():
+            sent_w, _, lat_w = self._window(live, window)
+            p95 = percentile(lat_w or live.acceptance_ms, 95)
+            p95d = percentile(live.delivery_ms, 95)
+            table.add_row(
+                name, str(due[name]), str(live.sent), f"{sent_w / window:.1f}",
+                f"{(due[name] - due_before[name]) / window:.1f}", str(live.accepted),
+                str(live.delivered), str(live.slipped), str(live.errors["429"]),
+                str(live.errors["503"]), str(live.errors["5xx"]), str(live.errors["timeout"]),
+                str(live.errors["out_of_stock"]),
+                "-" if math.isnan(p95) else f"{p95:.0f}",
+                "-" if math.isnan(p95d) else f"{p95d:.0f}")
+        spent = sum(self.committed.values(), Decimal(0))
+        phase = self.schedule.phase_at(elapsed) or ("following" if elapsed > 0 else "starting")
+        footer = Text(f"t = {elapsed:5.1f} s of {self.schedule.duration_s:g} s   phase: "
+                      f"{phase}   in flight: {sum(self.in_flight.values())}   committed: "
+                      f"{spent} of {self.plan.spending_cap}   workers done: "
+                      f"{len(self.done)}")
+        return Group(table, footer)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _parse_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ScenarioError(f"{value!r} is not HOST:PORT; write e.g. 127.0.0.1:5557")
+    return host, int(port)
+
+
+def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
+              env: Mapping[str, str] | None = None, workers: int | None = None,
+              remote_workers: int = 0, master_bind: str | None = None,
+              web_ui: str | None = None, live: bool = True,
+              console: Console | None = None) -> Path:
+    """Run the scenario's burst; return the run folder (tables built, also on Ctrl-C)."""
+    environ = dict(os.environ if env is None else env)
+    scenario = load_scenario(scenario_path, environ)
+    plan = scenario.burst
+    if plan is None:
+        raise ScenarioError("no burst: section; add one (see scenarios/holiday-peak.yaml)",
+                            path=str(scenario_path))
+    console = console or Console(stderr=True)
+    local_workers = workers if workers is not None else plan.workers
+    distributed = workers is not None or plan.workers > 1 or remote_workers > 0
+    expected = (local_workers if distributed else 1) + remote_workers
+    if distributed and expected < 1:
+        raise ScenarioError("a burst needs at least one worker; give --workers 1 or more")
+    schedule = build_schedule(scenario)
+    shape = BurstShape(schedule, plan, expected)
+    environment = Environment(user_classes=[OrderUser], shape_class=shape,
+                              host=OrderUser.host, stop_timeout=None)
+    folder = RunFolder.create(results_root, scenario, scenario_path, mode="burst")
+    hub = Hub(folder, schedule, plan)
+    children: list[subprocess.Popen[bytes]] = []
+    interrupted = False
+    runner: Runner
+    try:
+        if distributed:
+            bind_host, bind_port = _parse_hostport(master_bind) if master_bind else \
+                ("127.0.0.1", _free_port())
+            runner = environment.create_master_runner(bind_host, bind_port)
+            worker_env = {**os.environ, **environ}
+            connect_host = "127.0.0.1" if bind_host in ("0.0.0.0", "*", "") else bind_host
+            for _ in range(local_workers):
+                children.append(subprocess.Popen(
+                    [sys.executable, "-m", "harness", "worker", "--master",
+                     f"{connect_host}:{bind_port}", "--local-child"],
+                    env=worker_env, stdin=subprocess.DEVNULL))
+            console.print(f"master on {bind_host}:{bind_port}; waiting for {expected} "
+                          f"worker(s) ({local_workers} local, {remote_workers} remote)")
+        else:
+            runner = environment.create_local_runner()
+        local: BurstWorker | None = None
+        if distributed:
+            runner.register_message("tb_events", lambda msg, **_: hub.on_events(msg.data))
+            runner.register_message("tb_stats", lambda msg, **_: hub.on_stats(msg.data))
+            runner.register_message("tb_done", lambda msg, **_: hub.on_done(msg.data))
+            runner.register_message("tb_failed", lambda msg, **_: hub.on_failed(msg.data))
+        else:
+            handlers = {"tb_events": hub.on_events, "tb_stats": hub.on_stats,
+                        "tb_done": hub.on_done, "tb_failed": hub.on_failed}
+            local = BurstWorker(environment, lambda kind, data: handlers[kind](data))
+            environment.trialbench_worker = local  # type: ignore[attr-defined]
+            worker = local
+            runner.register_message("tb_stop",
+                                    lambda msg, **_: worker.stop(float(msg.data["grace_s"])))
+        web = None
+        if web_ui is not None:
+            web_host, web_port = _parse_hostport(web_ui)
+            if web_host not in ("127.0.0.1", "localhost", "::1"):
+                raise SafetyError(f"--web-ui binds {web_host}; only loopback is allowed "
+                                  "(127.0.0.1:PORT)")
+            web = environment.create_web_ui(web_host, web_port)
+            console.print(f"Locust web UI: http://{web_host}:{web_port}")
+        environment.events.init.fire(  # type: ignore[no-untyped-call]
+            environment=environment, runner=runner, web_ui=web)
+
+        stop_state = {"requests": 0}
+
+        def on_signal() -> None:
+            stop_state["requests"] += 1
+
+        gevent.signal_handler(signal.SIGINT, on_signal)
+        gevent.signal_handler(signal.SIGTERM, on_signal)
+
+        # workers: connect, get their plan
+        prefix = f"b{secrets.token_hex(3)}"
+        plan_data: dict[str, Any] = {
+            "scenario_text": scenario_path.read_text(encoding="utf-8"),
+            "scenario_name": scenario_path.name, "order_prefix": prefix,
+            "run_id": folder.path.name, "count": expected}
+        if isinstance(runner, MasterRunner):
+            deadline = time.monotonic() + WORKER_CONNECT_S + (3600 if remote_workers else 0)
+            while runner.worker_count < expected:
+                if time.monotonic() > deadline or stop_state["requests"]:
+                    raise HarnessError(f"only {runner.worker_count} of {expected} workers "
+                                       "connected; see their output above")
+                if any(c.poll() is not None for c in children):
+                    raise HarnessError("a local worker process exited before connecting")
+                gevent.sleep(0.1)
+            t0 = time.time() + LEAD_S
+            for index, client_id in enumerate(sorted(runner.clients)):
+                runner.send_message("tb_plan", {**plan_data, "index": index, "t0": t0},
+                                    client_id=client_id)
+        else:
+            t0 = time.time() + LEAD_S
+            assert local is not None
+            local.configure({**plan_data, "index": 0, "t0": t0}, scenario)
+        shape.t0 = hub.t0 = t0
+        folder.log.write("burst_started", t0=t0, workers=expected, order_prefix=prefix,
+                         duration_s=schedule.duration_s, arrivals=len(schedule.arrivals),
+                         phases=[{"name": s.name, "kind": s.kind, "start_s": s.start_s,
+                                  "duration_s": s.duration_s, "start_rate": s.start_rate,
+                                  "end_rate": s.end_rate} for s in schedule.segments],
+                         scheduled_per_second=schedule.per_second(),
+                         spending_cap=plan.spending_cap, distributed=distributed)
+        runner.start_shape()
+
+        reason, interrupted = _supervise(runner, hub, shape, schedule, plan, stop_state,
+                                         console, live, expected)
+        if reason is not None:
+            folder.log.write("burst_aborted", reason=reason)
+            console.print(f"[bold red]burst stopped:[/] {reason}")
+        if hub.failed:
+            for name, error in hub.failed.items():
+                folder.log.write("burst_worker_failed", worker=name, error=error)
+                console.print(f"[red]worker {name} failed:[/] {error}")
+        folder.log.write("burst_finished", interrupted=interrupted, aborted=reason,
+                         workers_done=sorted(hub.done),
+                         committed=sum(hub.committed.values(), Decimal(0)))
+        if local is not None:
+            local.close()
+        runner.quit()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        _reap(children)
+        hub.close()
+        folder.close(interrupted=interrupted)
+    print_summary(folder.path, console)
+    return folder.path
+
+
+def _supervise(runner: Runner, hub: Hub, shape: BurstShape, schedule: Schedule,
+               plan: BurstPlan, stop_state: dict[str, int], console: Console, live: bool,
+               expected: int) -> tuple[str | None, bool]:
+    """Draw the live view, judge aborts, handle Ctrl-C; return (abort reason, interrupted)."""
+    stop_sent = 0
+    reason: str | None = None
+    interrupted = False
+    give_up = hub.t0 + schedule.duration_s + plan.follow_for_s + plan.request_timeout_s \
+        * 2 + 60
+    view = Live(hub.table("starting"), console=console, auto_refresh=False,
+                transient=False) if live else None
+    if view is not None:
+        view.start()
+    try:
+        while True:
+            gevent.sleep(0.5)
+            if len(hub.done) >= expected:
+                break
+            if stop_state["requests"] > stop_sent:
+                interrupted = True
+                grace = STOP_GRACE_S if stop_state["requests"] == 1 else 0.0
+                stop_sent = stop_state["requests"]
+                _send_stop(runner, hub, grace)
+                console.print("stopping: no new orders; "
+                              + (f"orders in flight get {grace:g} s (Ctrl-C again to end "
+                                 "them now)" if grace else "ending orders in flight now"))
+                if stop_state["requests"] >= 3:
+                    break
+            elif reason is None and not stop_sent:
+                reason = hub.abort_reason()
+                if reason is not None:
+                    stop_sent = 1
+                    _send_stop(runner, hub, STOP_GRACE_S)
+            if not shape.finished and (stop_sent or (
+                    len(hub.placing_done) >= expected and all(hub.placing_done.values()))):
+                shape.finished = True
+            if time.time() > give_up + (30 if stop_sent else 0):
+                console.print("[red]workers did not report done in time; closing[/]")
+                break
+            if view is not None:
+                status = "stopping" if stop_sent else "running"
+                view.update(hub.table(status), refresh=True)
+    finally:
+        if view is not None:
+            view.update(hub.table("finished"), refresh=True)
+            view.stop()
+    return reason, interrupted
+
+
+def _send_stop(runner: Runner, hub: Hub, grace_s: float) -> None:
+    runner.send_message("tb_stop", {"grace_s": grace_s})
+
+
+def _reap(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.terminate()
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def print_summary(run_dir: Path, console: Console) -> None:
+    """Achieved vs scheduled rate and latency percentiles per supplier, from the tables."""
+    from harness.results import burst_summary
+
+    frame = burst_summary(run_dir)
+    table = Table(title=f"burst summary: {run_dir.name}")
+    for column in frame.columns:
+        table.add_column(str(column), justify="left" if column == "supplier" else "right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(f"{v:.1f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+    console.print(f"run folder: {run_dir}")
+
+
+def run_burst_cli(scenario: Path, *, results_root: Path, workers: int | None,
+                  remote_workers: int, master_bind: str | None, web_ui: str | None,
+                  live: bool, simulate: Path | None, seed: int | None) -> Path:
+    """The ``burst`` command: optionally start the simulator first, then run the burst."""
+    if simulate is None:
+        return run_burst(scenario, results_root=results_root, workers=workers,
+                         remote_workers=remote_workers, master_bind=master_bind,
+                         web_ui=web_ui, live=live)
+    from harness.demo import fleet_env
+    from harness.simulator.process import start_simulator
+    from harness.simulator.profiles import load_fleet
+
+    console = Console(stderr=True)
+    fleet = load_fleet(simulate)
+    with start_simulator(simulate, seed=seed) as sim:
+        console.print(f"simulator: {sim.url} ({len(fleet.suppliers)} suppliers)")
+        env = {**os.environ, **fleet_env(fleet, sim.url)}
+        return run_burst(scenario, results_root=results_root, env=env, workers=workers,
+                         remote_workers=remote_workers, master_bind=master_bind,
+                         web_ui=web_ui, live=live, console=console)
+
+
+__all__ = ["BurstShape", "Hub", "percentile", "print_summary", "run_burst", "run_burst_cli"]

@@ -1,0 +1,223 @@
+"""The burst's arrival schedule: pure arithmetic on the scenario, no I/O, no Locust.
+
+Every worker computes the same full schedule from the scenario and takes its own share
+(arrival ``k`` belongs to worker ``k % N``), so N workers together issue exactly the
+schedule, with no coordination beyond a shared start time ``t0``.
+
+- Arrival times: the rate ``r(t)`` is piecewise linear over the phases; its integral
+  ``Λ(t)`` counts the orders due by ``t``; arrival ``j`` is due when ``Λ(t) = j + ½``.
+  So a constant 10/s phase puts orders at 0.05 s, 0.15 s, ... and a ramp spaces them
+  ever closer, evenly in expectation (the Artillery/k6 ``arrival-rate`` behaviour,
+  minus the randomness).
+- Supplier of each arrival: smooth weighted round robin over the plan's weights, so
+  every supplier's share is exact at any instant, interleaved evenly.
+- Product: drawn from the plan's product mix with ``random.Random(f"{seed}:burst:{name}")``.
+
+A notebook or a test can import this module freely (it never imports Locust).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from harness.scenario import BurstPlan, Scenario
+
+CONCURRENCY_LOOKAHEAD_S = 5.0
+"""Concurrency is sized for the highest rate due within this many seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One phase on the clock: rate goes linearly from ``start_rate`` to ``end_rate``."""
+
+    name: str
+    kind: str
+    start_s: float
+    duration_s: float
+    start_rate: float
+    end_rate: float
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+    def rate_at(self, t: float) -> float:
+        """The rate at ``t`` seconds after ``t0`` (inside this segment), per second."""
+        frac = min(1.0, max(0.0, (t - self.start_s) / self.duration_s))
+        return self.start_rate + (self.end_rate - self.start_rate) * frac
+
+    @property
+    def orders(self) -> float:
+        """Expected arrivals in this segment (the integral of the rate)."""
+        return (self.start_rate + self.end_rate) / 2 * self.duration_s
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One scheduled order: due ``at_s`` seconds after ``t0``."""
+
+    index: int
+    at_s: float
+    supplier: str
+    sku: str
+    phase: str
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The whole burst: its segments and every arrival, in time order."""
+
+    segments: tuple[Segment, ...]
+    arrivals: tuple[Arrival, ...]
+    suppliers: tuple[str, ...]
+
+    @property
+    def duration_s(self) -> float:
+        return self.segments[-1].end_s if self.segments else 0.0
+
+    def share(self, index: int, count: int) -> list[Arrival]:
+        """Worker ``index`` of ``count``: arrivals ``k`` with ``k % count == index``."""
+        if not 0 <= index < count:
+            raise ValueError(f"worker index {index} is not in 0..{count - 1}")
+        return [a for a in self.arrivals if a.index % count == index]
+
+    def rate_at(self, t: float) -> float:
+        """Total scheduled arrival rate at ``t`` seconds after ``t0``, per second."""
+        for segment in self.segments:
+            if segment.start_s <= t < segment.end_s:
+                return segment.rate_at(t)
+        return 0.0
+
+    def phase_at(self, t: float) -> str:
+        """Name of the phase running ``t`` seconds after ``t0`` ("" outside)."""
+        for segment in self.segments:
+            if segment.start_s <= t < segment.end_s:
+                return segment.name
+        return ""
+
+    def peak_rate(self, start_s: float, end_s: float) -> float:
+        """Highest scheduled rate between ``start_s`` and ``end_s``, per second."""
+        best = 0.0
+        for segment in self.segments:
+            if segment.end_s <= start_s or segment.start_s >= end_s:
+                continue
+            lo, hi = max(start_s, segment.start_s), min(end_s, segment.end_s)
+            best = max(best, segment.rate_at(lo), segment.rate_at(hi - 1e-9))
+        return best
+
+    def due_by(self, t: float) -> Counter[str]:
+        """Arrivals due by ``t`` seconds after ``t0``, per supplier."""
+        counts: Counter[str] = Counter()
+        for arrival in self.arrivals:
+            if arrival.at_s > t:
+                break
+            counts[arrival.supplier] += 1
+        return counts
+
+    def per_second(self) -> dict[str, list[int]]:
+        """Scheduled arrivals per supplier per whole second after ``t0``."""
+        seconds = max(1, math.ceil(self.duration_s))
+        table = {name: [0] * seconds for name in self.suppliers}
+        for arrival in self.arrivals:
+            table[arrival.supplier][min(seconds - 1, int(arrival.at_s))] += 1
+        return table
+
+
+def segments_of(plan: BurstPlan) -> tuple[Segment, ...]:
+    """The plan's phases laid out on the clock, with their start and end rates."""
+    out: list[Segment] = []
+    clock = 0.0
+    rate = 0.0
+    for index, phase in enumerate(plan.phases):
+        kind = phase.resolved_kind
+        if kind == "hold":
+            start = end = rate
+        elif kind == "ramp":
+            start = phase.from_rate_per_s if phase.from_rate_per_s is not None else rate
+            end = phase.to_rate_per_s if phase.to_rate_per_s is not None else rate
+        else:
+            start = end = phase.rate_per_s if phase.rate_per_s is not None else rate
+        out.append(Segment(phase.name or f"{kind}-{index + 1}", kind, clock, phase.duration_s,
+                           start, end))
+        clock += phase.duration_s
+        rate = end
+    return tuple(out)
+
+
+def _arrival_times(segments: tuple[Segment, ...]) -> list[tuple[float, str]]:
+    """Times ``t_j`` with ``Λ(t_j) = j + ½``, and the phase of each."""
+    times: list[tuple[float, str]] = []
+    done = 0.0  # Λ at the start of the current segment
+    j = 0
+    for segment in segments:
+        a, b, d = segment.start_rate, segment.end_rate, segment.duration_s
+        k = (b - a) / (2 * d)
+        while True:
+            y = j + 0.5 - done
+            if y > segment.orders + 1e-9:
+                break
+            # solve k τ² + a τ = y, stably (also when k = 0 or k < 0)
+            disc = max(0.0, a * a + 4 * k * y)
+            denom = a + math.sqrt(disc)
+            tau = 2 * y / denom if denom > 0 else d
+            times.append((segment.start_s + min(tau, d), segment.name))
+            j += 1
+        done += segment.orders
+    return times
+
+
+def _smooth_round_robin(weights: dict[str, float], count: int) -> list[str]:
+    """nginx's smooth weighted round robin: exact shares, evenly interleaved."""
+    live = {name: w for name, w in weights.items() if w > 0}
+    total = sum(live.values())
+    current = dict.fromkeys(live, 0.0)
+    out: list[str] = []
+    for _ in range(count):
+        for name, weight in live.items():
+            current[name] += weight
+        pick = max(current, key=lambda name: current[name])
+        current[pick] -= total
+        out.append(pick)
+    return out
+
+
+def build_schedule(scenario: Scenario) -> Schedule:
+    """The full arrival schedule of the scenario's burst (deterministic)."""
+    plan = scenario.burst
+    if plan is None:
+        raise ValueError("scenario has no burst: section")
+    segments = segments_of(plan)
+    times = _arrival_times(segments)
+    names = [s.name for s in scenario.suppliers]
+    weights = {n: 1.0 for n in names} if plan.weights is None else \
+        {n: float(plan.weights.get(n, 0.0)) for n in names}
+    picks = _smooth_round_robin(weights, len(times))
+    rngs = {n: random.Random(f"{scenario.seed}:burst:{n}") for n in names}
+    mixes = {s.name: plan.weights_for(s) for s in scenario.suppliers}
+    arrivals = []
+    for index, ((at_s, phase), supplier) in enumerate(zip(times, picks, strict=True)):
+        mix = mixes[supplier]
+        sku = rngs[supplier].choices(list(mix), list(mix.values()))[0]
+        arrivals.append(Arrival(index, at_s, supplier, sku, phase))
+    used = tuple(n for n in names if weights[n] > 0)
+    return Schedule(segments, tuple(arrivals), used)
+
+
+def concurrency_at(schedule: Schedule, plan: BurstPlan, t: float, workers: int) -> int:
+    """Orders that may be placed at once across all workers at ``t`` seconds after ``t0``.
+
+    ``peak rate in [t, t + 5 s] × expected_latency × headroom``, plus one per supplier and
+    worker (so each supplier always has a slot on each worker), capped by
+    ``max_concurrency`` (but never below one slot per supplier and worker).
+    """
+    floor = len(schedule.suppliers) * workers
+    rate = schedule.peak_rate(t, t + CONCURRENCY_LOOKAHEAD_S)
+    needed = math.ceil(rate * plan.expected_latency_ms / 1000 * plan.headroom) + floor
+    return max(floor, min(needed, plan.max_concurrency))
+
+
+__all__ = ["Arrival", "Schedule", "Segment", "build_schedule", "concurrency_at",
+           "segments_of"]
