@@ -148,7 +148,12 @@ def headline(analysis: RunAnalysis) -> str:
         text = f"Best on this evidence: {top[0]} ({tiers[top[0]]})."
     else:
         named = ", ".join(f"{n} ({tiers[n]})" for n in top)
-        text = f"Leading group, not separated from each other yet: {named}."
+        inside = [f"{a} above {b}" for a, b, _ in separations(ranking, analysis.config
+                                                              .beats_min_prob)
+                  if a in top and b in top]
+        text = (f"Leading group: {named}; within it, "
+                + (f"only {', '.join(inside)} is settled." if inside
+                   else "the evidence does not separate them yet."))
     gated = [str(r.supplier) for r in ranking.table.itertuples() if r.gated]
     if gated:
         text += f" Gated (bad codes, cannot be gold or silver): {', '.join(gated)}."

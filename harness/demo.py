@@ -3,8 +3,8 @@
 Starts the simulator on a free loopback port with ``scenarios/fleet-demo.yaml``, hands
 the simulator's URL and the fleet's (fake, simulator-only) credentials to the demo
 scenario through environment variables, as a real merchant would hand over real ones,
-runs ``scenarios/demo.yaml``, prints the summary and where the report is, and stops the
-simulator.
+runs ``scenarios/demo.yaml``, stops the simulator, then prints the trial summary and the
+ranking and writes ``ranking.csv`` and the HTML report (``report.html``) into the run folder.
 """
 
 from __future__ import annotations
@@ -54,7 +54,17 @@ def run_demo(*, fleet_path: Path = DEMO_FLEET, scenario_path: Path = DEMO_SCENAR
         env = {**(environ if environ is not None else os.environ), **fleet_env(fleet, sim.url)}
         run_dir = run_trial(scenario_path, results_root=results_root, env=env,
                             show_progress=show_progress)
+    from harness.analysis import analyse_runs, headline
+    from harness.ranking import write_ranking_csv
+    from harness.report import print_ranking, write_report
+
+    analysis = analyse_runs([run_dir])
+    print_ranking(analysis.ranking, analysis.config, console)
+    console.print(headline(analysis), highlight=False)
+    write_ranking_csv(analysis.ranking, run_dir)
+    report = write_report(analysis)
     console.print(f"run folder: {run_dir}")
-    console.print(f"report:     {run_dir / 'report.md'}")
+    console.print(f"summary:    {run_dir / 'report.md'}")
+    console.print(f"report:     {report}")
     console.print(f"demo took {time.monotonic() - started:.1f} s")
     return run_dir
