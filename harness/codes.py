@@ -1,4 +1,7 @@
-"""Code verification: pattern → duplicate → face value → expiry margin → issuer.
+"""Code verification: pattern → duplicate → face value → issuer → expiry margin.
+
+Every check runs on every code and is recorded; the verdict is the first that fails in
+that order (a fake code that also expires soon is ``not_minted``, the graver fault).
 
 Codes are money. Outside the one owner-only plain file, a code is known only by its
 keyed hash (HMAC-SHA256 of the serial under a key kept in ``results/.code-key``, so
@@ -24,7 +27,7 @@ KEY_ENV = "TRIALBENCH_CODE_KEY"
 
 VERDICTS = ("valid", "bad_pattern", "duplicate", "wrong_face_value", "expiring",
             "not_minted", "resold", "expired", "disabled", "unchecked")
-"""A code's verdict is the first check it fails, in pipeline order; ``valid`` if none."""
+"""Possible verdicts: ``valid``, or the first check failed in pipeline order."""
 
 ISSUER_TO_VERDICT = {"not_found": "not_minted", "redeemed": "resold", "expired": "expired",
                      "disabled": "disabled"}
