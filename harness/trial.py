@@ -343,8 +343,8 @@ class SupplierTrial:
                 continue  # a callback brought news
             except TimeoutError:
                 pass
-            if not polling and time.time() < until:
-                continue
+            if not polling:
+                break  # callbacks only: the deadline passed without news
             attempt += 1
             self.log.write("order_attempt", supplier=self.name,
                            client_order_id=follow.client_order_id, attempt=attempt,
