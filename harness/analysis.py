@@ -34,6 +34,7 @@ from harness.results import RunTables, load_runs
 
 __all__ = [
     "RunAnalysis",
+    "above_statements",
     "analyse_runs",
     "burst_orders",
     "evidence_limits",
@@ -137,19 +138,31 @@ def order_statement(ranking: Ranking) -> str:
     return " > ".join(" = ".join(group) for group in ranking.groups)
 
 
+def above_statements(ranking: Ranking, min_prob: float) -> list[str]:
+    """``A above B, C`` for each supplier that beats others with P ≥ ``min_prob``."""
+    lines = []
+    for a in ranking.beats.index:
+        below = [str(b) for b in ranking.beats.columns
+                 if b != a and float(ranking.beats.loc[a, b]) >= min_prob]
+        if below:
+            lines.append(f"{a} above {', '.join(below)}")
+    return lines
+
+
 def headline(analysis: RunAnalysis) -> str:
     """The answer in one or two sentences: who leads, and whom not to trust."""
-    ranking = analysis.ranking
+    ranking, min_prob = analysis.ranking, analysis.config.beats_min_prob
     tiers = dict(zip(ranking.table["supplier"], ranking.table["tier"], strict=True))
     top = ranking.groups[0]
-    if len(top) == len(tiers) and len(top) > 1:
-        text = "No supplier is separated from the others yet: they all tie on this evidence."
+    if len(ranking.groups) == 1 and len(top) > 1:
+        settled = above_statements(ranking, min_prob)
+        text = ("The evidence does not split the suppliers into ordered groups yet"
+                + (f"; settled pairs: {'; '.join(settled)}." if settled else "."))
     elif len(top) == 1:
         text = f"Best on this evidence: {top[0]} ({tiers[top[0]]})."
     else:
         named = ", ".join(f"{n} ({tiers[n]})" for n in top)
-        inside = [f"{a} above {b}" for a, b, _ in separations(ranking, analysis.config
-                                                              .beats_min_prob)
+        inside = [f"{a} above {b}" for a, b, _ in separations(ranking, min_prob)
                   if a in top and b in top]
         text = (f"Leading group: {named}; within it, "
                 + (f"only {', '.join(inside)} is settled." if inside

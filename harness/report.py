@@ -37,6 +37,7 @@ from rich.table import Table
 
 from harness.analysis import (
     RunAnalysis,
+    above_statements,
     evidence_limits,
     headline,
     order_statement,
@@ -90,17 +91,6 @@ def ranking_table(ranking: Ranking) -> Table:
     return table
 
 
-def above_lines(ranking: Ranking, min_prob: float) -> list[str]:
-    """``A above B, C (P ≥ 0.95)`` per supplier that beats someone; ties are the rest."""
-    lines = []
-    for a in ranking.beats.index:
-        below = [str(b) for b in ranking.beats.columns
-                 if b != a and float(ranking.beats.loc[a, b]) >= min_prob]
-        if below:
-            lines.append(f"{a} above {', '.join(below)}")
-    return lines
-
-
 def print_ranking(ranking: Ranking, config: RankingConfig, console: Console | None = None
                   ) -> None:
     """Print the ranking table, the order with its ties, and every "A above B"."""
@@ -111,7 +101,7 @@ def print_ranking(ranking: Ranking, config: RankingConfig, console: Console | No
     console.print(f"order: [bold]{escape(order_statement(ranking))}[/]  "
                   f"(>: P ≥ {config.beats_min_prob:.2f} for every pair across; =: tie)",
                   highlight=False)
-    lines = above_lines(ranking, config.beats_min_prob)
+    lines = above_statements(ranking, config.beats_min_prob)
     for line in lines:
         console.print(f"  {line}", highlight=False)
     if not lines:
@@ -440,7 +430,7 @@ def render_html(analysis: RunAnalysis, figs: dict[str, Figure] | None = None) ->
     scenarios = ", ".join(sorted(set(analysis.scenario_names)))
     verdicts = verdict_sentences(analysis)
     limits = evidence_limits(analysis)
-    above = above_lines(ranking, config.beats_min_prob)
+    above = above_statements(ranking, config.beats_min_prob)
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
         f"<title>trialbench report: {runs}</title><style>{_CSS}</style></head><body>",
