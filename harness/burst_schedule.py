@@ -1,8 +1,9 @@
 """The burst's arrival schedule: pure arithmetic on the scenario, no I/O, no Locust.
 
 Every worker computes the same full schedule from the scenario and takes its own share
-(arrival ``k`` belongs to worker ``k % N``), so N workers together issue exactly the
-schedule, with no coordination beyond a shared start time ``t0``.
+(the ``j``-th arrival of each supplier belongs to worker ``j % N``, so every worker
+sends to every supplier), and N workers together issue exactly the schedule, with no
+coordination beyond a shared start time ``t0``.
 
 - Arrival times: the rate ``r(t)`` is piecewise linear over the phases; its integral
   ``Λ(t)`` counts the orders due by ``t``; arrival ``j`` is due when ``Λ(t) = j + ½``.
@@ -64,6 +65,8 @@ class Arrival:
     supplier: str
     sku: str
     phase: str
+    seq: int
+    """The arrival's number among its supplier's arrivals (0, 1, ...)."""
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,11 @@ class Schedule:
         return self.segments[-1].end_s if self.segments else 0.0
 
     def share(self, index: int, count: int) -> list[Arrival]:
-        """Worker ``index`` of ``count``: arrivals ``k`` with ``k % count == index``."""
+        """Worker ``index`` of ``count``: each supplier's arrivals ``j`` with
+        ``j % count == index``."""
         if not 0 <= index < count:
             raise ValueError(f"worker index {index} is not in 0..{count - 1}")
-        return [a for a in self.arrivals if a.index % count == index]
+        return [a for a in self.arrivals if a.seq % count == index]
 
     def rate_at(self, t: float) -> float:
         """Total scheduled arrival rate at ``t`` seconds after ``t0``, per second."""
@@ -198,10 +202,12 @@ def build_schedule(scenario: Scenario) -> Schedule:
     rngs = {n: random.Random(f"{scenario.seed}:burst:{n}") for n in names}
     mixes = {s.name: plan.weights_for(s) for s in scenario.suppliers}
     arrivals = []
+    seqs: Counter[str] = Counter()
     for index, ((at_s, phase), supplier) in enumerate(zip(times, picks, strict=True)):
         mix = mixes[supplier]
         sku = rngs[supplier].choices(list(mix), list(mix.values()))[0]
-        arrivals.append(Arrival(index, at_s, supplier, sku, phase))
+        arrivals.append(Arrival(index, at_s, supplier, sku, phase, seqs[supplier]))
+        seqs[supplier] += 1
     used = tuple(n for n in names if weights[n] > 0)
     return Schedule(segments, tuple(arrivals), used)
 
