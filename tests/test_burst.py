@@ -50,10 +50,10 @@ def _start(sim: SimulatorProcess, scenario: Path, results: Path,
 
 def _finish(proc: subprocess.Popen[bytes], results: Path) -> Path:
     try:
-        out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+        _out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
+        _out, err = proc.communicate()
     assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
     (run_dir,) = list(results.iterdir())
     return run_dir
@@ -94,7 +94,7 @@ def test_schedule_is_exact_and_shared_out() -> None:
     scenario = load_scenario(SCENARIO, {k: "x" for k in fleet_env(load_fleet(FLEET), "")}
                              | {"TRIALBENCH_SIM_URL": "http://127.0.0.1:1"})
     schedule = build_schedule(scenario)
-    # 20/s × 2 s + (20 + 160)/2 × 2 s + 160/s × 2 s
+    # 20/s for 2 s, then (20 + 160)/2 for 2 s, then 160/s for 2 s
     assert len(schedule.arrivals) == 40 + 180 + 320
     shares = [schedule.share(i, 3) for i in range(3)]
     indexes = sorted(a.index for share in shares for a in share)
