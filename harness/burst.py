@@ -382,6 +382,7 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
 
         reason, interrupted = _supervise(runner, hub, shape, schedule, plan, stop_state,
                                          console, live, expected)
+        folder.manifest["burst_aborted"] = reason
         if reason is not None:
             folder.log.write("burst_aborted", reason=reason)
             console.print(f"[bold red]burst stopped:[/] {reason}")

@@ -87,13 +87,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_burst(args: argparse.Namespace) -> int:
+    import json
+
     from harness.burst import run_burst_cli  # imports Locust: gevent patches this process
 
-    run_burst_cli(Path(args.scenario), results_root=Path(args.results), workers=args.workers,
-                  remote_workers=args.remote_workers, master_bind=args.master_bind,
-                  web_ui=args.web_ui, live=not args.no_live,
-                  simulate=Path(args.simulate) if args.simulate else None, seed=args.seed)
-    return 0
+    run_dir = run_burst_cli(
+        Path(args.scenario), results_root=Path(args.results), workers=args.workers,
+        remote_workers=args.remote_workers, master_bind=args.master_bind, web_ui=args.web_ui,
+        live=not args.no_live, simulate=Path(args.simulate) if args.simulate else None,
+        seed=args.seed)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    if manifest.get("interrupted"):
+        return 130
+    return 1 if manifest.get("burst_aborted") else 0  # an abort condition fired
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
