@@ -1,0 +1,148 @@
+"""The demo's report, ``trialbench rank`` / ``report``, and the notebook, on one fresh demo run.
+
+The demo runs once for the module through the CLI in a subprocess (about a minute; keeps
+the trial's event loop and any gevent out of pytest). ``rank`` and ``report`` are driven
+in-process: they never import Locust.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.analysis import RunAnalysis, analyse_runs, latest_run
+from harness.cli import main
+from harness.ranking import RANKING_COLUMNS
+from harness.report import figure_burst_timeline, figures, render_html
+
+ROOT = Path(__file__).parent.parent
+NOTEBOOK = ROOT / "notebooks" / "compare_suppliers.ipynb"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A fresh ``trialbench demo`` run: (run folder, what it printed)."""
+    root = tmp_path_factory.mktemp("demo")
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", "demo", "--results", str(root), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=170)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return latest_run(root), result.stdout
+
+
+@pytest.fixture(scope="module")
+def analysis(demo: tuple[Path, str]) -> RunAnalysis:
+    """The demo run, analysed."""
+    return analyse_runs([demo[0]])
+
+
+def test_demo_ends_with_ranking_and_report(demo: tuple[Path, str]) -> None:
+    """The demo prints the trial summary, then the ranking, and writes report.html."""
+    run, out = demo
+    assert out.index("trial summary") < out.index("supplier ranking") < out.index("order:")
+    assert f"report:     {run / 'report.html'}" in out.replace("\n", "")
+    assert (run / "report.html").is_file() and (run / "ranking.csv").is_file()
+
+
+def test_demo_reaches_a_verdict(analysis: RunAnalysis) -> None:
+    """60 orders give tiers, not only "insufficient evidence", and shady is gated."""
+    table = analysis.ranking.table.set_index("supplier")
+    assert (table["tier"] != "insufficient evidence").sum() >= 3
+    assert table.loc["shady", "gated"] and table.loc["shady", "tier"] not in ("gold", "silver")
+    assert table.loc["acme", "rank"] <= 3 and not table.loc["acme", "gated"]
+
+
+def test_report_is_self_contained(demo: tuple[Path, str]) -> None:
+    """report.html loads nothing from elsewhere: every image is inline base64 PNG."""
+    text = (demo[0] / "report.html").read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
+    sources = re.findall(r"""<img[^>]*\ssrc=['"]([^'"]*)""", text)
+    assert len(sources) >= 4
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<link" not in text and "<script" not in text
+
+
+def test_report_states_verdict_first(demo: tuple[Path, str]) -> None:
+    """The ranking, verdict sentences and evidence limits all come before the first figure."""
+    text = (demo[0] / "report.html").read_text(encoding="utf-8")
+    first_figure = text.index("<img")
+    for marker in ("id=verdict", "class=order", "id=ranking", "class=verdicts", "id=limits"):
+        assert text.index(marker) < first_figure, marker
+    verdict = text[:first_figure]
+    for supplier in ("acme", "slowpoke", "shady", "feeder", "flaky", "tiny"):
+        assert supplier in verdict
+
+
+def test_report_names_gate_reasons(demo: tuple[Path, str]) -> None:
+    """shady's gate reasons (bad codes, validity under the floor) appear in the verdict."""
+    text = (demo[0] / "report.html").read_text(encoding="utf-8")
+    verdict = text[:text.index("<img")]
+    assert re.search(r"\d+ resold code", verdict)
+    assert "&lt; floor 0.95" in verdict
+    assert "hidden fee of 1.50 per order" in verdict  # feeder, measured from the balance
+
+
+def test_report_says_what_evidence_cannot_tell(analysis: RunAnalysis) -> None:
+    """Without a burst the report says percentiles are not measured; ties are named."""
+    html = render_html(analysis, figs={})
+    limits = html[html.index("id=limits"):]
+    assert "No burst in these runs" in limits
+    if any(len(g) > 1 for g in analysis.ranking.groups):
+        assert "orders cannot separate" in limits
+
+
+def test_rank_command_writes_csv(demo: tuple[Path, str], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``trialbench rank RUN --out DIR`` prints the table and order and writes ranking.csv."""
+    assert main(["rank", str(demo[0]), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "supplier ranking" in out and "order:" in out
+    table = pd.read_csv(tmp_path / "ranking.csv")
+    assert list(table.columns) == list(RANKING_COLUMNS)
+    assert sorted(table["supplier"]) == ["acme", "feeder", "flaky", "shady", "slowpoke", "tiny"]
+    assert (tmp_path / "ranking_beats.csv").is_file()
+
+
+def test_report_command_writes_html(demo: tuple[Path, str], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``trialbench report RUN --out DIR`` writes report.html there and prints its path."""
+    assert main(["report", str(demo[0]), "--out", str(tmp_path)]) == 0
+    assert str(tmp_path / "report.html") in capsys.readouterr().out
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+
+
+def test_commands_name_a_missing_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """A run folder that does not exist is a one-line error with exit code 2."""
+    assert main(["rank", "no/such/run"]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+
+
+def test_burst_rows_add_a_timeline(analysis: RunAnalysis) -> None:
+    """Burst rows (mode="burst") add the burst timeline figure; none without them."""
+    assert figure_burst_timeline(analysis.tables.orders) is None
+    assert "Burst timeline" not in figures(analysis)
+    burst = analysis.tables.orders.assign(mode="burst", run_id="burst-run")
+    orders = pd.concat([analysis.tables.orders, burst], ignore_index=True)
+    with_burst = replace(analysis, tables=replace(analysis.tables, orders=orders))
+    assert "Burst timeline" in figures(with_burst)
+
+
+def test_notebook_executes(demo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """notebooks/compare_suppliers.ipynb runs top to bottom on the demo run, without errors."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("TRIALBENCH_RUN", str(demo[0]))
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # silences jupyter_core's migration warning
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(notebook, kernel_name="python3", timeout=120,
+                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5
