@@ -334,6 +334,9 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
             if web_host not in ("127.0.0.1", "localhost", "::1"):
                 raise SafetyError(f"--web-ui binds {web_host}; only loopback is allowed "
                                   "(127.0.0.1:PORT)")
+            # Locust's page re-parses sys.argv as a locust command line on every load and
+            # exits on our options: it sees only the program name (the manifest has argv).
+            sys.argv = sys.argv[:1]
             web = environment.create_web_ui(web_host, web_port)
             console.print(f"Locust web UI: http://{web_host}:{web_port}")
         environment.events.init.fire(  # type: ignore[no-untyped-call]
