@@ -224,3 +224,19 @@ def test_two_workers_merge_into_one_run_folder(two_workers: Burst) -> None:
     assert two_workers.truth["suppliers"]["healthy"]["orders_created"] == 135
     manifest = json.loads((two_workers.run_dir / "manifest.json").read_text())
     assert manifest["mode"] == "burst" and manifest["finished_at"]
+
+
+def test_holiday_peak_scenario_is_sane_for_the_demo_fleet() -> None:
+    """The shipped holiday-peak burst loads, peaks at 150/s within about a minute, and no
+    supplier's scheduled orders can cost more than its demo balance."""
+    root = Path(__file__).parent.parent / "scenarios"
+    fleet = load_fleet(root / "fleet-demo.yaml")
+    scenario = load_scenario(root / "holiday-peak.yaml", fleet_env(fleet, "http://127.0.0.1:1"))
+    schedule = build_schedule(scenario)
+    assert 40 <= schedule.duration_s <= 75
+    assert schedule.peak_rate(0, schedule.duration_s) == 150
+    for supplier in scenario.suppliers:
+        count = sum(1 for a in schedule.arrivals if a.supplier == supplier.name)
+        prices = {p.sku: p.price for p in fleet.suppliers[supplier.name].products}
+        worst = count * max(prices[p.sku] for p in supplier.products)
+        assert worst < fleet.suppliers[supplier.name].balance, supplier.name
