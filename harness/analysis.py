@@ -177,7 +177,8 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def _facts(row: pd.Series, deadline: str) -> tuple[list[str], list[str]]:
+def _facts(row: pd.Series, deadline: str, deadline_s: float | None
+           ) -> tuple[list[str], list[str]]:
     """(good, bad) plain-language facts about one supplier's metrics row."""
     good: list[str] = []
     bad: list[str] = []
@@ -204,6 +205,22 @@ def _facts(row: pd.Series, deadline: str) -> tuple[list[str], list[str]]:
     fee = float(row["hidden_fee_per_order"])
     if fee == fee and fee >= 0.005:
         bad.append(f"a hidden fee of {fee:.2f} per order taken from the balance")
+    k, n = int(row["load_error_rate_k"]), int(row["load_error_rate_n"])
+    if n:
+        if k / n <= 0.01:
+            good.append(f"{n - k} of {n} burst orders accepted")
+        else:
+            bad.append(f"{k} of {n} burst orders never accepted")
+    if bool(row["percentiles_ok"]):
+        p95_s = float(row["delivery_p95_ms"]) / 1000
+        if deadline_s is None or p95_s <= deadline_s:
+            good.append(f"burst delivery p95 {p95_s:.2f} s")
+        else:
+            bad.append(f"burst delivery p95 {p95_s:.1f} s, beyond the {deadline} SLA")
+    growth = float(row["latency_growth"])
+    if np.isfinite(growth) and growth >= 2:
+        bad.append(f"p95 acceptance {growth:.1f}x slower at the end of the burst than at "
+                   "the start")
     partial = int(row["partial_orders"])
     if partial:
         bad.append(f"{_plural(partial, 'order')} only partly filled")
@@ -220,7 +237,7 @@ def verdict_sentences(analysis: RunAnalysis) -> dict[str, str]:
     for row in table.itertuples():
         name = str(row.supplier)
         metrics = analysis.metrics.loc[name]
-        good, bad = _facts(metrics, deadline)
+        good, bad = _facts(metrics, deadline, deadlines[0] if len(deadlines) == 1 else None)
         if row.gated:
             bad = [str(row.gate_reasons).replace("; ", ", ")] + [
                 b for b in bad if "codes valid" not in b]

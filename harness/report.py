@@ -15,7 +15,8 @@ them for any ranking it computes:
   Jeffreys intervals;
 - :func:`figure_scores`: score median and 95% interval per supplier, by tier;
 - :func:`figure_burst_timeline`: scheduled vs achieved rate, p95 acceptance latency and
-  errors per second of each burst (``None`` without burst rows);
+  errors per second of the bursts, from the ``timeline`` table where a run has one
+  (``None`` without burst rows);
 - :func:`figure_cost_quality`: comprehensive cost rate against the quality score.
 """
 
@@ -220,46 +221,77 @@ def figure_scores(ranking: Ranking, config: RankingConfig) -> Figure:
     return fig
 
 
-def figure_burst_timeline(orders: pd.DataFrame, bin_s: float = 1.0) -> Figure | None:
-    """Per second of each burst: scheduled vs achieved rate, p95 acceptance, errors.
+_ERROR_COUNTS = ("err_429", "err_503", "err_5xx", "err_timeout", "err_out_of_stock")
 
-    Time is from the first intended send of the run; ``None`` when there are no burst rows.
+
+def _timeline_from_orders(orders: pd.DataFrame, bin_s: float) -> pd.DataFrame:
+    """Per run, supplier and bin of ``bin_s``: scheduled, accepted, errors, p95 acceptance.
+
+    Used when a run has no ``timeline`` table: errors are orders never accepted (by the
+    bin they were scheduled in), not failed requests.
     """
     burst = orders[(orders["mode"] == "burst") & (orders["state"] != "skipped")]
-    if burst.empty:
-        return None
     t0 = seconds(burst["intended_at"]).groupby(burst["run_id"]).transform("min")
-    intended = seconds(burst["intended_at"]) - t0
-    accepted = seconds(burst["accepted_at"]) - t0
-    frame = pd.DataFrame({"supplier": burst["supplier"].to_numpy(),
-                          "bin": (intended // bin_s).to_numpy(),
-                          "accepted_bin": (accepted // bin_s).to_numpy(),
-                          "ok": burst["accepted_at"].notna().to_numpy(),
-                          "latency_ms": burst["acceptance_ms"].astype(float).to_numpy()})
-    names = sorted(frame["supplier"].unique())
+    frame = pd.DataFrame({
+        "run_id": burst["run_id"].to_numpy(), "supplier": burst["supplier"].to_numpy(),
+        "second": ((seconds(burst["intended_at"]) - t0) // bin_s).to_numpy(),
+        "accepted_second": ((seconds(burst["accepted_at"]) - t0) // bin_s).to_numpy(),
+        "never": burst["accepted_at"].isna().to_numpy(),
+        "latency_ms": burst["acceptance_ms"].astype(float).to_numpy()})
+    keys = ["run_id", "supplier", "second"]
+    out = frame.groupby(keys).agg(scheduled=("never", "size"), errors=("never", "sum"),
+                                  acceptance_p95_ms=("latency_ms",
+                                                     lambda x: x.quantile(0.95)))
+    accepted = frame.dropna(subset=["accepted_second"]).groupby(
+        ["run_id", "supplier", "accepted_second"]).size()
+    accepted.index = accepted.index.set_names(keys)
+    out = out.join(accepted.rename("accepted"), how="outer").fillna(
+        {"scheduled": 0, "errors": 0, "accepted": 0})
+    return out.reset_index()
+
+
+def figure_burst_timeline(orders: pd.DataFrame, timeline: pd.DataFrame | None = None
+                          ) -> Figure | None:
+    """Per second of the bursts: scheduled vs accepted rate, p95 acceptance, errors.
+
+    Uses the ``timeline`` table (:data:`harness.results.TIMELINE_COLUMNS`) when given and
+    not empty, else derives one-second bins from the burst rows of ``orders``. Runs are
+    aligned at their burst start and summed. ``None`` when there is no burst at all.
+    """
+    if timeline is not None and not timeline.empty:
+        data = timeline.assign(errors=timeline[[c for c in _ERROR_COUNTS
+                                                if c in timeline]].sum(axis=1))
+        error_label = "failed requests/s\n(429, 5xx, timeout, out of stock)"
+    elif (orders["mode"] == "burst").any():
+        data = _timeline_from_orders(orders, 1.0)
+        error_label = "orders never accepted /s"
+    else:
+        return None
+    data = data.astype({"second": int})
+    names = sorted(str(n) for n in data["supplier"].unique())
     colours = _colours(names)
-    fig = Figure(figsize=(9, 7), layout="constrained")
+    fig = Figure(figsize=(9, 7.5), layout="constrained")
     ax_rate, ax_p95, ax_err = fig.subplots(3, 1, sharex=True)
-    bins = np.arange(0, int(frame["bin"].max()) + 1)
-    scheduled = frame.groupby("bin").size().reindex(bins, fill_value=0) / bin_s
-    achieved = frame.dropna(subset=["accepted_bin"]).groupby("accepted_bin").size() \
-        .reindex(bins, fill_value=0) / bin_s
-    ax_rate.step(bins * bin_s, scheduled, where="post", color="black", ls="--",
+    seconds_axis = np.arange(0, int(data["second"].max()) + 1)
+    totals = data.groupby("second")[["scheduled", "accepted"]].sum().reindex(
+        seconds_axis, fill_value=0)
+    ax_rate.step(seconds_axis, totals["scheduled"], where="post", color="black", ls="--",
                  label="scheduled")
-    ax_rate.step(bins * bin_s, achieved, where="post", color="#1f77b4", label="accepted")
-    ax_rate.set_ylabel("orders/s")
+    ax_rate.step(seconds_axis, totals["accepted"], where="post", color="#1f77b4",
+                 label="accepted")
+    ax_rate.set_ylabel("orders/s (all suppliers)")
     ax_rate.legend(fontsize=8)
-    ax_rate.set_title("Burst timeline (all runs' bursts aligned at their start)")
+    ax_rate.set_title("Burst timeline: scheduled vs achieved, p95 acceptance, errors")
     for name in names:
-        own = frame[frame["supplier"] == name]
-        p95 = own.groupby("bin")["latency_ms"].quantile(0.95).reindex(bins)
-        ax_p95.plot(bins * bin_s, p95, color=colours[name], label=name)
-        errors = (~own["ok"]).groupby(own["bin"]).sum().reindex(bins, fill_value=0)
-        ax_err.step(bins * bin_s, errors / bin_s, where="post", color=colours[name], label=name)
-    ax_p95.set_ylabel("p95 acceptance (ms)")
+        own = data[data["supplier"] == name].groupby("second")
+        ax_p95.plot(seconds_axis, own["acceptance_p95_ms"].max().reindex(seconds_axis),
+                    color=colours[name], label=name)
+        ax_err.step(seconds_axis, own["errors"].sum().reindex(seconds_axis, fill_value=0),
+                    where="post", color=colours[name], label=name)
+    ax_p95.set_ylabel("p95 acceptance (ms, log)")
     ax_p95.set_yscale("log")
     ax_p95.legend(fontsize=8, ncols=3)
-    ax_err.set_ylabel("never accepted /s")
+    ax_err.set_ylabel(error_label, fontsize=8)
     ax_err.set_xlabel("seconds since the burst started (by intended send time)")
     for ax in (ax_rate, ax_p95, ax_err):
         ax.grid(True, alpha=0.3)
@@ -312,7 +344,8 @@ def figures(analysis: RunAnalysis) -> dict[str, Figure]:
                                              analysis.config.validity_floor),
         "Score intervals": figure_scores(analysis.ranking, analysis.config),
     }
-    burst = figure_burst_timeline(analysis.tables.orders)
+    burst = figure_burst_timeline(analysis.tables.orders,
+                                  getattr(analysis.tables, "timeline", None))
     if burst is not None:
         out["Burst timeline"] = burst
     out["Cost against quality"] = figure_cost_quality(analysis.metrics, analysis.ranking)

@@ -133,6 +133,17 @@ def test_burst_rows_add_a_timeline(analysis: RunAnalysis) -> None:
     assert "Burst timeline" in figures(with_burst)
 
 
+def test_burst_timeline_table_is_used(analysis: RunAnalysis) -> None:
+    """A run's ``timeline`` table (per supplier and second) draws the timeline by itself."""
+    rows = [{"run_id": "b", "second": sec, "supplier": name, "scheduled": 10, "sent": 10,
+             "accepted": 9, "delivered": 9, "err_429": 1, "err_503": 0, "err_5xx": 0,
+             "err_timeout": 0, "err_out_of_stock": 0, "partial_oversold": 0, "slipped": 0,
+             "acceptance_p95_ms": 12.5}
+            for sec in range(3) for name in ("acme", "tiny")]
+    fig = figure_burst_timeline(analysis.tables.orders, pd.DataFrame(rows))
+    assert fig is not None and len(fig.axes) == 3
+
+
 def test_notebook_executes(demo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """notebooks/compare_suppliers.ipynb runs top to bottom on the demo run, without errors."""
     import nbformat
