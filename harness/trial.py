@@ -479,32 +479,45 @@ class SupplierTrial:
                     wanted[follow.client_order_id] = REFUND_REASON_FOR.get(bad[0], "other")
         if not wanted:
             return
+        # every request is answered before any credit is attributed, so a refund the
+        # supplier already credited is never missing from the group it belongs to
+        requested = await asyncio.gather(*(self.request_refund(cid, reason)
+                                           for cid, reason in wanted.items()))
         until = time.monotonic() + plan.refund_follow_s
-        await asyncio.gather(*(self.run_refund(cid, reason, until)
-                               for cid, reason in wanted.items()))
+        await asyncio.gather(*(self.follow_refund(f, until) for f in requested if f is not None))
 
-    async def run_refund(self, client_order_id: str, reason: str, until: float) -> None:
+    async def request_refund(self, client_order_id: str, reason: str) -> RefundFollow | None:
+        """POST the refund request; on no answer or a 5xx, ask whether it exists."""
         follow = RefundFollow(client_order_id, reason)
         self.refunds[client_order_id] = follow
         request = self.driver.request_refund(client_order_id, reason, None,
                                              "trialbench after-sales plan")
         response = await self.run.transport.send(request)
         result = self.driver.parse_refund(response)
+        if isinstance(result, Failure) and result.outcome_unknown:
+            asked = await self._read(partial(self.driver.get_refund, client_order_id))
+            if not isinstance(found := self.driver.parse_refund(asked), Failure):
+                result = found
         if isinstance(result, Failure):
+            del self.refunds[client_order_id]
             code = result.kind.removeprefix(f"http_{result.status}").lstrip("_")
+            state = "refused" if response.status == 409 else "error"
             self.log.write("refund_requested", supplier=self.name,
                            client_order_id=client_order_id, reason=reason,
-                           status=response.status, error=code or result.kind,
-                           state="refused" if response.status == 409 else "error")
+                           status=response.status, error=code or result.kind, state=state)
             self.log.write("refund_final", supplier=self.name, client_order_id=client_order_id,
-                           state="refused" if response.status == 409 else "error",
-                           final=response.status == 409, amount=None)
-            return
+                           state=state, final=response.status == 409, amount=None)
+            return None
         self.log.write("refund_requested", supplier=self.name, client_order_id=client_order_id,
                        reason=reason, status=response.status, state=result.state,
                        amount=result.amount, refund_id=result.refund_id)
         self.run.progress.count(self.name, "refunds")
         self._refund_seen(follow, result)
+        return follow
+
+    async def follow_refund(self, follow: RefundFollow, until: float) -> None:
+        """Poll the refund to a final state or ``until``; attribute its credit; log it."""
+        client_order_id = follow.client_order_id
         interval = self.run.plan.poll.initial_interval_s
         while not (follow.refund is not None and follow.refund.is_final):
             if time.monotonic() >= until:

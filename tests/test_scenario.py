@@ -353,10 +353,10 @@ def test_redeem_sample_needs_an_issuer(tmp_path: Path) -> None:
     assert load_scenario(_write(tmp_path, BASE), ENV).trial is not None
 
 
-def test_burst_is_not_accepted_yet(tmp_path: Path) -> None:
-    """A burst section is refused until bursts are defined, rather than silently ignored."""
-    message = _error(tmp_path, BASE + "burst:\n  workers: 2\n", 31, "burst")
-    assert "not supported yet" in message
+def test_burst_without_phases_names_the_missing_key(tmp_path: Path) -> None:
+    """A burst section without phases is refused with the key to add, not ignored."""
+    message = _error(tmp_path, BASE + "burst:\n  workers: 2\n", 31, "burst.phases")
+    assert "required key is missing" in message
 
 
 def test_duplicate_yaml_key(tmp_path: Path) -> None:
