@@ -22,7 +22,6 @@ appends them to ``events-<worker>.jsonl`` in the run folder; live counters go as
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -44,6 +43,7 @@ from locust import FastHttpUser, task
 from locust.contrib.fasthttp import FastHttpSession
 from locust.env import Environment
 
+from harness.budget import Budget
 from harness.burst_schedule import Arrival, build_schedule
 from harness.drivers.base import (
     Credentials,
@@ -55,6 +55,7 @@ from harness.drivers.base import (
     Product,
 )
 from harness.drivers.reference import ReferenceDriver, build_driver
+from harness.events import format_event
 from harness.scenario import BurstPlan, ProductConfig, Scenario, SupplierConfig, load_scenario
 from harness.transport import retry_delay_s
 
@@ -84,19 +85,6 @@ def error_bucket(kind: str, status: int) -> str:
     return "other"
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, Decimal):
-        return str(value)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    raise TypeError(f"cannot write {type(value).__name__} to the event log")
-
-
-def _secret(value: Any) -> str:
-    getter = getattr(value, "get_secret_value", None)
-    return str(getter() if getter is not None else value)
-
-
 class ShardLog:
     """The worker's event log: lines formatted as :class:`harness.events.EventLog` writes
     them, buffered until the next flush to the master."""
@@ -105,29 +93,11 @@ class ShardLog:
         self._lines: list[str] = []
 
     def write(self, type_: str, /, **fields: Any) -> None:
-        self._lines.append(json.dumps({"t": time.time(), "type": type_, **fields},
-                                      default=_json_default, separators=(",", ":")))
+        self._lines.append(format_event(type_, fields))
 
     def take(self) -> list[str]:
         lines, self._lines = self._lines, []
         return lines
-
-
-class Budget:
-    """This worker's share of the spending cap (cap / N): reserve worst case, settle."""
-
-    def __init__(self, cap: Decimal) -> None:
-        self.cap = cap
-        self.committed = Decimal(0)
-
-    def reserve(self, amount: Decimal) -> bool:
-        if self.committed + amount > self.cap:
-            return False
-        self.committed += amount
-        return True
-
-    def settle(self, reserved: Decimal, actual: Decimal) -> None:
-        self.committed += actual - reserved
 
 
 @dataclass
@@ -193,7 +163,8 @@ class SupplierBurst:
         self.config = config
         self.name = config.name
         self.driver: ReferenceDriver = build_driver(config.driver, config.base_url, Credentials(
-            _secret(config.credentials.api_key), _secret(config.credentials.secret)))
+            config.credentials.api_key.get_secret_value(),
+            config.credentials.secret.get_secret_value()))
         self.queue: deque[Arrival] = deque(arrivals)
         self.total = len(self.queue)
         self.catalog: dict[str, Product] = {}

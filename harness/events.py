@@ -29,6 +29,12 @@ def _default(value: object) -> object:
     raise TypeError(f"cannot write {type(value).__name__} to the event log")
 
 
+def format_event(type_: str, fields: dict[str, Any]) -> str:
+    """One event as its log line (no newline), stamped with the time now."""
+    return json.dumps({"t": time.time(), "type": type_, **fields}, default=_default,
+                      separators=(",", ":"))
+
+
 class EventLog:
     """Append-only JSON-lines writer; thread-safe, flushed on every event."""
 
@@ -40,8 +46,7 @@ class EventLog:
 
     def write(self, type_: str, /, **fields: Any) -> None:
         """Record one event now; ``fields`` must be JSON-able (Decimal and datetime are)."""
-        line = json.dumps({"t": time.time(), "type": type_, **fields}, default=_default,
-                          separators=(",", ":"))
+        line = format_event(type_, fields)
         with self._lock:
             self._file.write(line + "\n")
             self._file.flush()

@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from harness.budget import Budget
 from harness.callbacks import CallbackReceiver, RawCallback
 from harness.codes import (
     REFUND_REASON_FOR,
@@ -57,30 +58,6 @@ worst be answered as a replay, never charged twice."""
 GRACE_FACTOR = 1.0
 """Orders are followed for ``deadline_s * (1 + GRACE_FACTOR)`` so that late deliveries are
 recorded as late (an SLA miss with its real time), not lost."""
-
-
-def secret_value(value: Any) -> str:
-    """A credential as a plain string (pydantic ``SecretStr`` or str)."""
-    getter = getattr(value, "get_secret_value", None)
-    return str(getter() if getter is not None else value)
-
-
-class Budget:
-    """The run's spending cap. Each order reserves its worst case before it is sent and
-    settles to what it really took; retries of an order never reserve again."""
-
-    def __init__(self, cap: Decimal) -> None:
-        self.cap = cap
-        self.committed = Decimal(0)
-
-    def reserve(self, amount: Decimal) -> bool:
-        if self.committed + amount > self.cap:
-            return False
-        self.committed += amount
-        return True
-
-    def settle(self, reserved: Decimal, actual: Decimal) -> None:
-        self.committed += actual - reserved
 
 
 @dataclass
@@ -132,7 +109,8 @@ class SupplierTrial:
         self.config = config
         self.name = config.name
         self.driver = build_driver(config.driver, config.base_url, Credentials(
-            secret_value(config.credentials.api_key), secret_value(config.credentials.secret)))
+            config.credentials.api_key.get_secret_value(),
+            config.credentials.secret.get_secret_value()))
         self.catalog: dict[str, Product] = {}
         self.follows: dict[str, OrderFollow] = {}
         self.refunds: dict[str, RefundFollow] = {}
@@ -254,6 +232,14 @@ class SupplierTrial:
                            client_order_id=follow.client_order_id, state=order.state.value,
                            updated_at=order.updated_at, source=source)
 
+    def _accepted(self, follow: OrderFollow, status: int, order: Order, *, via: str) -> None:
+        """The supplier holds the order (learnt from the POST, or by asking after one)."""
+        self.log.write("order_accepted", supplier=self.name,
+                       client_order_id=follow.client_order_id, status=status,
+                       supplier_order_id=order.supplier_order_id, state=order.state.value,
+                       unit_price=order.unit_price, amount=order.amount, via=via)
+        self._observe(follow, order, "post" if via == "post" else "poll")
+
     async def place(self, follow: OrderFollow, until: float) -> bool:
         """POST the order; on an unknown outcome ask by id before ever POSTing again.
 
@@ -275,12 +261,7 @@ class SupplierTrial:
             response = await self.run.transport.send(self.driver.place_order(request))
             result = self.driver.parse_order(response)
             if not isinstance(result, Failure):
-                self.log.write("order_accepted", supplier=self.name,
-                               client_order_id=follow.client_order_id, status=response.status,
-                               supplier_order_id=result.supplier_order_id,
-                               state=result.state.value, unit_price=result.unit_price,
-                               amount=result.amount, via="post")
-                self._observe(follow, result, "post")
+                self._accepted(follow, response.status, result, via="post")
                 return True
             self.log.write("order_error", supplier=self.name,
                            client_order_id=follow.client_order_id, kind=result.kind,
@@ -312,12 +293,7 @@ class SupplierTrial:
                 self.driver.get_order(follow.client_order_id))
             result = self.driver.parse_order(response)
             if not isinstance(result, Failure):
-                self.log.write("order_accepted", supplier=self.name,
-                               client_order_id=follow.client_order_id, status=response.status,
-                               supplier_order_id=result.supplier_order_id,
-                               state=result.state.value, unit_price=result.unit_price,
-                               amount=result.amount, via="get")
-                self._observe(follow, result, "poll")
+                self._accepted(follow, response.status, result, via="get")
                 return True
             self.log.write("order_error", supplier=self.name,
                            client_order_id=follow.client_order_id, kind=result.kind,
@@ -619,7 +595,7 @@ class TrialRun:
         self.issuer: ReferenceIssuer | None = None
         if scenario.issuer is not None:
             self.issuer = ReferenceIssuer(scenario.issuer.base_url,
-                                          secret_value(scenario.issuer.api_key))
+                                          scenario.issuer.api_key.get_secret_value())
         self.receiver = CallbackReceiver(self.on_callback)
         self.suppliers = {s.name: SupplierTrial(self, s) for s in scenario.suppliers}
 
