@@ -29,7 +29,8 @@ import pandas as pd
 
 from harness.errors import ResultsError
 from harness.metrics import jeffreys, rate_intervals, supplier_metrics
-from harness.ranking import INSUFFICIENT, Ranking, RankingConfig, rank_suppliers, value
+from harness.ranking import Ranking, rank_suppliers, value
+from harness.ranking_config import INSUFFICIENT, RankingConfig
 from harness.results import RunTables, load_runs
 
 __all__ = [

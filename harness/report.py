@@ -46,7 +46,8 @@ from harness.analysis import (
     verdict_sentences,
 )
 from harness.metrics import seconds
-from harness.ranking import CRITERIA, INSUFFICIENT, Ranking, RankingConfig
+from harness.ranking import Ranking
+from harness.ranking_config import CRITERIA, INSUFFICIENT, RankingConfig
 
 __all__ = [
     "TIER_COLOURS",

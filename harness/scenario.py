@@ -58,7 +58,7 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from harness.errors import MissingEnvError, ScenarioError
-from harness.ranking import RankingConfig
+from harness.ranking_config import RankingConfig
 from harness.yamlfile import Loc, LocatedValueError, format_loc, read_yaml, validate_located
 
 __all__ = [
@@ -716,7 +716,7 @@ class Scenario(BaseModel):
     """The peak-load burst (optional): phases of arrival rates, run on Locust."""
     ranking: RankingConfig | None = None
     """How suppliers are ranked: weights, value-function anchors, gates, tier thresholds
-    (default: ``harness.ranking.RankingConfig()``)."""
+    (default: ``harness.ranking_config.RankingConfig()``)."""
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:

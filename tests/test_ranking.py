@@ -11,16 +11,14 @@ from pydantic import ValidationError
 from test_metrics import empty, make_codes, make_orders, make_refunds
 
 from harness.ranking import (
-    CRITERIA,
-    INSUFFICIENT,
     RANKING_COLUMNS,
     Ranking,
-    RankingConfig,
     rank_suppliers,
     tie_groups,
     value,
     write_ranking_csv,
 )
+from harness.ranking_config import CRITERIA, INSUFFICIENT, RankingConfig
 from harness.results import REFUNDS_COLUMNS, SUPPLIERS_COLUMNS
 
 FAST = RankingConfig(draws=2000)

@@ -20,7 +20,7 @@ from harness.analysis import (
     ranking_config_from_manifest,
 )
 from harness.errors import ScenarioError
-from harness.ranking import RankingConfig
+from harness.ranking_config import RankingConfig
 from harness.scenario import load_scenario, parse_scenario
 
 DATA = Path(__file__).parent / "data"
