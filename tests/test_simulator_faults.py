@@ -150,3 +150,22 @@ def test_same_seed_same_fates(client: Any, sim: SimulatorProcess) -> None:
     assert forward == backward
     sim.reset(seed=8)
     assert run(ids) != forward
+
+
+def test_slow_mode_share_and_latency(client: Any, sim: SimulatorProcess) -> None:
+    """The slow channel takes its stated share of orders, at its own median delivery time."""
+    sluggish = client("sluggish")
+    n = 300
+    for i in range(n):
+        assert sluggish.order(f"sl-{i}").status_code == 201
+    settle(sim, "sluggish")
+    delays_ms = []
+    for i in range(n):
+        order = sluggish.request("GET", f"/v1/orders/sl-{i}").json()["order"]
+        delivered = parse_time(order["delivered_at"]) - parse_time(order["created_at"])
+        delays_ms.append(delivered.total_seconds() * 1000)
+    slow = sorted(d for d in delays_ms if d > 120)
+    fast = sorted(d for d in delays_ms if d <= 120)
+    assert within(len(slow), n, 0.3)
+    assert 200 < slow[len(slow) // 2] < 450      # slow median about 300 ms
+    assert fast[len(fast) // 2] < 60             # fast median about 20 ms
