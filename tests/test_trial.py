@@ -191,7 +191,8 @@ suppliers:
     products:
       - {sku: card-10, name: Card 10, face_value: "10.00", price: "9.50", serial_prefix: UNS}
     delivery: {median_ms: 100, sigma: 0.2}
-    outcomes: {unknown_outcome_rate: 0.5, not_found_share: 0.5, not_found_window_ms: 600}
+    outcomes: {unknown_outcome_rate: 0.3, not_found_share: 0.5, not_found_window_ms: 600,
+               silent_rate: 0.5, silent_hold_ms: 4000}
 """
 
 SMALL_SCENARIO = """\
@@ -211,6 +212,7 @@ suppliers:
 trial:
   orders_per_supplier: {orders}
   deadline_s: 5
+  request_timeout_s: 1
   delivery: {delivery}
   spending_cap: {cap}
   redeem_sample: 0
@@ -252,19 +254,22 @@ def test_spending_cap_never_exceeded(tmp_path: Path) -> None:
 
 
 def test_unknown_outcomes_resolved_by_asking_never_buying_twice(tmp_path: Path) -> None:
-    """POSTs answered 500 after the order was taken are resolved by GET, even through a
-    not-found window; every order the simulator holds is recorded once, none twice."""
-    run_dir, truth = _small_trial(tmp_path, cap="1000", supplier="unsure", orders=20)
+    """POSTs answered 500, or not answered in time, after the order was taken are resolved
+    by GET, even through a not-found window; every order is recorded once, none twice."""
+    run_dir, truth = _small_trial(tmp_path, cap="1000", supplier="unsure", orders=30)
     orders = load_runs([run_dir]).orders
-    assert truth["unknown_outcomes"] >= 3
-    assert truth["orders_created"] == 20
+    assert truth["unknown_outcomes"] >= 2 and truth["silent_outcomes"] >= 2  # ~9 and ~10
+    timeouts = [e for e in read_events(run_dir)
+                if e["type"] == "order_error" and e["kind"] == "timeout"]
+    assert len(timeouts) == truth["silent_outcomes"]
+    assert truth["orders_created"] == 30
     assert set(truth["client_order_ids"]) == set(orders["client_order_id"])
     assert (orders["state"] == "success").all()
     resolved = [e for e in read_events(run_dir)
                 if e["type"] == "order_accepted" and e["via"] == "get"]
-    assert len(resolved) == truth["unknown_outcomes"]
+    assert len(resolved) == truth["unknown_outcomes"] + truth["silent_outcomes"]
     returned = Decimal(truth["refunds"]["completed_amount"])  # the plan's one unused refund
-    assert Decimal(truth["money_charged"]) + returned == Decimal("9.50") * 20
+    assert Decimal(truth["money_charged"]) + returned == Decimal("9.50") * 30
 
 
 def test_callbacks_only_and_plain_codes_file(tmp_path: Path) -> None:

@@ -119,6 +119,7 @@ class Fate:
     unknown: bool
     not_found: bool
     code_kinds: list[str]
+    silent: bool = False
 
 
 @dataclass(slots=True)
@@ -182,6 +183,7 @@ class Counters:
 
     hidden_fees_taken: Decimal = Decimal("0")
     unknown_outcomes: int = 0
+    silent_outcomes: int = 0
     not_found_orders: int = 0
     rejected_503: int = 0
     rate_limited_429: int = 0
@@ -272,6 +274,9 @@ class Supplier:
         self.balance = profile.balance
         self.orders: dict[str, Order] = {}
         self.in_flight = 0
+        self._hold_s = 0.0
+        """Extra hold for the reply being built: set by a silent POST, taken by the app
+        for that same request (nothing awaits in between)."""
         self.counters = Counters()
         self.money_kept = Decimal("0")
         self._tokens = float(profile.rate_limit.burst) if profile.rate_limit else 0.0
@@ -310,12 +315,14 @@ class Supplier:
         return False
 
     def response_delay_s(self) -> float:
-        """How long to hold this response: profile latency plus degradation."""
+        """How long to hold this response: profile latency plus degradation, plus the
+        silence of a POST that was taken but is not to be answered in time."""
         delay_ms = lognormal_ms(self.sim.noise, self.profile.response_latency)
         cap = self.profile.capacity
         if cap is not None:
             delay_ms += cap.latency_ms_per_order_in_flight * self.in_flight
-        return delay_ms / 1000.0
+        hold_s, self._hold_s = self._hold_s, 0.0
+        return delay_ms / 1000.0 + hold_s
 
     # -- catalog and balance ---------------------------------------------------------
 
@@ -431,6 +438,9 @@ class Supplier:
         if fate.unknown:
             self.counters.unknown_outcomes += 1
             return error(500, "internal_error", "upstream channel error"), order
+        if fate.silent:
+            self.counters.silent_outcomes += 1
+            self._hold_s = self.profile.outcomes.silent_hold_ms / 1000.0
         return (201, b'{"order":' + order.json() + b"}", _NO_HEADERS), order
 
     def _draw_fate(self, rng: random.Random, quantity: int) -> Fate:
@@ -463,9 +473,10 @@ class Supplier:
                     break
                 draw -= share
             kinds.append(kind)
+        silent = not unknown and rng.random() < o.silent_rate  # drawn last: older fates hold
         return Fate(sync=sync, slow=slow, delivery_ms=delivery_ms, outcome=outcome,
                     delivered_units=units, unknown=unknown, not_found=not_found,
-                    code_kinds=kinds)
+                    code_kinds=kinds, silent=silent)
 
     def _schedule(self, order: Order) -> None:
         delivery_ms = order.fate.delivery_ms
@@ -734,6 +745,7 @@ class Supplier:
             },
             "codes_issued": dict(c.codes_issued),
             "unknown_outcomes": c.unknown_outcomes,
+            "silent_outcomes": c.silent_outcomes,
             "not_found_orders": c.not_found_orders,
             "rejected_503": c.rejected_503,
             "rate_limited_429": c.rate_limited_429,

@@ -122,6 +122,9 @@ class Outcomes(_Strict):
     not_found_share: float = _rate()
     """Share of orders whose GET answers 404 for ``not_found_window_ms`` after acceptance."""
     not_found_window_ms: float = Field(default=2000.0, ge=0.0)
+    silent_rate: float = _rate()
+    """Share of POSTs taken but not answered for ``silent_hold_ms`` (the client times out)."""
+    silent_hold_ms: float = Field(default=30_000.0, ge=0.0)
     hidden_fee: Decimal = Field(default=Decimal("0"), ge=0)
     """Taken from the balance per order accepted; no order shows it; never returned."""
 

@@ -55,7 +55,8 @@ def serve(path: Path, *, host: str = "127.0.0.1", port: int = 0, seed: int | Non
     url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
     config = uvicorn.Config(SimulatorApp(sim), loop="uvloop", http="httptools",
                             log_level="warning", access_log=False, lifespan="on",
-                            timeout_keep_alive=30)
+                            timeout_keep_alive=30,
+                            timeout_graceful_shutdown=2)  # held ("silent") replies end
     server = _QuietServer(config)
 
     async def run() -> None:
