@@ -102,13 +102,15 @@ def test_callbacks_signed_on_every_change(client: Any, receiver: Receiver) -> No
     time.sleep(0.3)
     mine = [r for r in receiver.records if r.payload["order"]["client_order_id"] == coid]
     events = [(r.payload["event"], r.payload["order"]["state"]) for r in mine]
-    assert events == [("order.updated", "processing"), ("order.updated", "success"),
-                      ("refund.updated", "refunded"), ("order.updated", "refunded")]
+    assert events[:2] == [("order.updated", "processing"), ("order.updated", "success")]
+    # the refund's two callbacks leave together, so they may arrive in either order
+    assert sorted(events[2:]) == [("order.updated", "refunded"), ("refund.updated", "refunded")]
     for r in mine:
         assert r.path == "/hooks/trialbench?tag=t1"
         assert verify("good-secret", "POST", r.path, r.timestamp, r.body, r.signature)
         assert not verify("wrong", "POST", r.path, r.timestamp, r.body, r.signature)
-    assert mine[2].payload["order"]["refund"]["state"] == "completed"
+    (refund_cb,) = [r for r in mine if r.payload["event"] == "refund.updated"]
+    assert refund_cb.payload["order"]["refund"]["state"] == "completed"
 
 
 def test_callbacks_retried_after_non_2xx(client: Any, receiver: Receiver,
