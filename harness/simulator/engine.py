@@ -19,8 +19,6 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from harness.protocol import (
     CLIENT_ORDER_ID_RE,
     REFUND_REASONS,
@@ -30,6 +28,7 @@ from harness.protocol import (
     sign,
     verify,
 )
+from harness.simulator.callback_client import CallbackClient
 from harness.simulator.profiles import Fleet, LogNormal, Product, SupplierProfile
 
 Headers = list[tuple[bytes, bytes]]
@@ -772,7 +771,7 @@ class Simulation:
         self.suppliers = {name: Supplier(self, name, profile)
                           for name, profile in fleet.suppliers.items()}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._client: httpx.AsyncClient | None = None
+        self._client: CallbackClient | None = None
 
     def reset(self, seed: int | None = None) -> None:
         """Restore the initial state (optionally with a new seed); pending work is dropped."""
@@ -826,10 +825,9 @@ class Simulation:
                            "x-signature": sign(owner.profile.secret, "POST", path, ts, body)}
                 owner.counters.callbacks_sent += 1
                 try:
-                    response = await client.post(url, content=body, headers=headers,
-                                                 timeout=cb.timeout_s)
-                    ok = 200 <= response.status_code < 300
-                except httpx.HTTPError:
+                    status = await client.post(url, body, headers, cb.timeout_s)
+                    ok = 200 <= status < 300
+                except (OSError, TimeoutError):
                     ok = False
                 if ok:
                     owner.counters.callbacks_acked += 1
@@ -838,9 +836,9 @@ class Simulation:
             else:
                 owner.counters.callbacks_given_up += 1
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> CallbackClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(trust_env=False)
+            self._client = CallbackClient()
         return self._client
 
     async def aclose(self) -> None:
