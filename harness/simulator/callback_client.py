@@ -71,7 +71,8 @@ class CallbackClient:
         if not status_line:
             raise asyncio.IncompleteReadError(b"", None)
         status = int(status_line.split()[1])
-        length, chunked, close = 0, False, False
+        length, chunked = 0, False
+        close = status_line.startswith(b"HTTP/1.0")  # 1.0 closes unless it says keep-alive
         while True:
             line = await reader.readline()
             if line in (b"\r\n", b"\n", b""):
@@ -82,8 +83,8 @@ class CallbackClient:
                 length = int(value)
             elif name == "transfer-encoding" and "chunked" in value:
                 chunked = True
-            elif name == "connection" and value == "close":
-                close = True
+            elif name == "connection":
+                close = value != "keep-alive" if close else value == "close"
         if chunked:
             while (size := int((await reader.readline()).split(b";")[0], 16)) > 0:
                 await reader.readexactly(size + 2)

@@ -1,0 +1,94 @@
+"""The simulator's callback client against real HTTP servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from harness.callbacks import CallbackReceiver, RawCallback
+from harness.simulator.callback_client import CallbackClient
+
+
+def test_posts_reuse_one_keep_alive_connection() -> None:
+    """Twenty callbacks to a keep-alive receiver arrive intact over one connection."""
+    seen: list[RawCallback] = []
+    peers: set[int] = set()
+
+    async def main() -> list[int]:
+        async def handler(raw: RawCallback) -> int:
+            seen.append(raw)
+            return 200 if len(seen) % 5 else 500
+
+        receiver = CallbackReceiver(handler)
+        original = receiver._serve
+
+        async def counting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peers.add(writer.get_extra_info("peername")[1])
+            await original(reader, writer)
+
+        receiver._serve = counting  # type: ignore[method-assign]
+        async with receiver:
+            client = CallbackClient()
+            try:
+                return [await client.post(f"{receiver.url}/cb/x?q=1", f"body-{i}".encode(),
+                                          {"x-signature": "s"}, 2.0) for i in range(20)]
+            finally:
+                await client.aclose()
+
+    statuses = asyncio.run(main())
+    assert statuses == [200, 200, 200, 200, 500] * 4
+    assert [r.body for r in seen] == [f"body-{i}".encode() for i in range(20)]
+    assert seen[0].path == "/cb/x?q=1" and seen[0].headers["x-signature"] == "s"
+    assert len(peers) == 1
+
+
+class _Closing(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.0 handler: answers 204 and closes, as simple receivers do."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def closing_server() -> Iterator[str]:
+    """A threaded http.server on 127.0.0.1:0 that closes every connection."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Closing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_receiver_that_closes_each_connection(closing_server: str) -> None:
+    """A receiver that closes after each answer still gets every callback, each acked."""
+    async def main() -> list[int]:
+        client = CallbackClient()
+        try:
+            return [await client.post(f"{closing_server}/hook", b"{}", {}, 2.0)
+                    for _ in range(5)]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == [204] * 5
+
+
+def test_unreachable_and_https_are_failed_deliveries() -> None:
+    """No listener, or an https URL, is an OSError: a failed delivery to retry."""
+    async def main() -> None:
+        client = CallbackClient()
+        with pytest.raises(OSError):
+            await client.post("http://127.0.0.1:9/x", b"{}", {}, 1.0)
+        with pytest.raises(OSError):
+            await client.post("https://127.0.0.1:9/x", b"{}", {}, 1.0)
+
+    asyncio.run(main())
