@@ -54,10 +54,11 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.burst_schedule import Schedule, build_schedule, concurrency_at
-from harness.burst_worker import BurstWorker, OrderUser
+from harness.burst_worker import BurstWorker, LiveCounts, OrderUser
 from harness.errors import HarnessError, SafetyError, ScenarioError
 from harness.runfolder import RunFolder
 from harness.scenario import BurstPlan, load_scenario
+from harness.simulator.process import stop_process
 
 LEAD_S = 2.0
 """t0 is this long after every worker has its plan (catalog reads, user spawning)."""
@@ -90,18 +91,9 @@ class BurstShape(LoadTestShape):
 
 
 @dataclass
-class SupplierLive:
-    """The master's view of one supplier, from the workers' ``tb_stats``."""
+class SupplierLive(LiveCounts):
+    """The master's view of one supplier: every worker's ``tb_stats`` added up."""
 
-    sent: int = 0
-    accepted: int = 0
-    delivered: int = 0
-    final: int = 0
-    slipped: int = 0
-    post_errors: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    acceptance_ms: list[float] = field(default_factory=list)
-    delivery_ms: list[float] = field(default_factory=list)
     window: deque[tuple[float, int, int, list[float]]] = field(default_factory=deque)
     """(time, sent, post_errors, acceptance ms) per report, for the sliding window."""
 
@@ -151,15 +143,7 @@ class Hub:
             live = self.live.get(name)
             if live is None:
                 continue
-            live.sent += counts["sent"]
-            live.accepted += counts["accepted"]
-            live.delivered += counts["delivered"]
-            live.final += counts["final"]
-            live.slipped += counts["slipped"]
-            live.post_errors += counts["post_errors"]
-            live.errors.update(counts["errors"])
-            live.acceptance_ms.extend(counts["acceptance_ms"])
-            live.delivery_ms.extend(counts["delivery_ms"])
+            live.add(counts)
             live.window.append((now, counts["sent"], counts["post_errors"],
                                 list(counts["acceptance_ms"])))
             while live.window and live.window[0][0] < now - max(self.plan.abort.window_s,
@@ -467,12 +451,7 @@ def _reap(children: list[subprocess.Popen[bytes]]) -> None:
         try:
             child.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            child.terminate()
-            try:
-                child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+            stop_process(child)
 
 
 def print_summary(run_dir: Path, console: Console) -> None:

@@ -53,9 +53,10 @@ from harness.drivers.base import (
     Order,
     OrderRequest,
     Product,
+    supersedes,
 )
 from harness.drivers.reference import ReferenceDriver, build_driver
-from harness.events import format_event
+from harness.events import accepted_fields, final_fields, format_event
 from harness.scenario import BurstPlan, ProductConfig, Scenario, SupplierConfig, load_scenario
 from harness.transport import retry_delay_s
 
@@ -114,6 +115,18 @@ class LiveCounts:
     acceptance_ms: list[float] = field(default_factory=list)
     delivery_ms: list[float] = field(default_factory=list)
 
+    def add(self, counts: Mapping[str, Any]) -> None:
+        """Add one ``tb_stats`` report (a :meth:`data` dict) to these counters."""
+        self.sent += counts["sent"]
+        self.accepted += counts["accepted"]
+        self.delivered += counts["delivered"]
+        self.final += counts["final"]
+        self.slipped += counts["slipped"]
+        self.post_errors += counts["post_errors"]
+        self.errors.update(counts["errors"])
+        self.acceptance_ms.extend(counts["acceptance_ms"])
+        self.delivery_ms.extend(counts["delivery_ms"])
+
     def data(self) -> dict[str, Any]:
         return {"sent": self.sent, "accepted": self.accepted, "delivered": self.delivered,
                 "final": self.final, "slipped": self.slipped, "post_errors": self.post_errors,
@@ -142,10 +155,8 @@ class BurstOrder:
     changed: gevent.event.Event = field(default_factory=gevent.event.Event)
 
     def offer(self, order: Order) -> bool:
-        """Take a newer view of the order; older or equal ``updated_at`` is ignored."""
-        if self.order is not None and order.updated_at <= self.order.updated_at:
-            return False
-        if self.order is not None and self.order.state.is_final and not order.state.is_final:
+        """Take ``order`` if it is a newer view (see :func:`supersedes`)."""
+        if not supersedes(order, self.order):
             return False
         self.order = order
         if order.state.delivered and self.delivered_seen_at is None:
@@ -405,13 +416,7 @@ class BurstWorker:
         while True:
             result = driver.parse_order(response)
             if not isinstance(result, Failure):
-                self.log.write("order_accepted", supplier=supplier.name,
-                               client_order_id=order.client_order_id, status=response.status,
-                               supplier_order_id=result.supplier_order_id,
-                               state=result.state.value, unit_price=result.unit_price,
-                               amount=result.amount, via="post")
-                self._accepted(order)
-                self._observe(order, result, "post")
+                self._accepted(order, response.status, result, via="post")
                 return True
             self.log.write("order_error", supplier=supplier.name,
                            client_order_id=order.client_order_id, kind=result.kind,
@@ -453,13 +458,7 @@ class BurstWorker:
                                   "GET order (resolve)")
             result = supplier.driver.parse_order(response)
             if not isinstance(result, Failure):
-                self.log.write("order_accepted", supplier=supplier.name,
-                               client_order_id=order.client_order_id, status=response.status,
-                               supplier_order_id=result.supplier_order_id,
-                               state=result.state.value, unit_price=result.unit_price,
-                               amount=result.amount, via="get")
-                self._accepted(order)
-                self._observe(order, result, "poll")
+                self._accepted(order, response.status, result, via="get")
                 return True
             self.log.write("order_error", supplier=supplier.name,
                            client_order_id=order.client_order_id, kind=result.kind,
@@ -511,10 +510,15 @@ class BurstWorker:
             if not isinstance(result, Failure):
                 self._observe(order, result, "poll")
 
-    def _accepted(self, order: BurstOrder) -> None:
+    def _accepted(self, order: BurstOrder, status: int, current: Order, *, via: str) -> None:
+        """The supplier holds the order (learnt from the POST, or by asking after one)."""
+        self.log.write("order_accepted", supplier=order.supplier.name,
+                       client_order_id=order.client_order_id,
+                       **accepted_fields(current, status, via))
         live = order.supplier.live
         live.accepted += 1
         live.acceptance_ms.append(round((time.time() - order.intended_at) * 1000, 3))
+        self._observe(order, current, "post" if via == "post" else "poll")
 
     def _count_error(self, supplier: SupplierBurst, failure: Failure, *, post: bool) -> None:
         supplier.live.errors[error_bucket(failure.kind, failure.status)] += 1
@@ -535,21 +539,12 @@ class BurstWorker:
     def _final(self, order: BurstOrder, state: str, *, interrupted: bool = False) -> None:
         order.final_state = state
         order.finalized = True
-        current = order.order
         order.supplier.live.final += 1
-        self.log.write(
-            "order_final", supplier=order.supplier.name, client_order_id=order.client_order_id,
-            state=state, last_state=current.state.value if current is not None else "unknown",
-            amount=current.amount if current is not None else Decimal(0),
-            unit_price=current.unit_price if current is not None else None,
-            codes_delivered=len(current.codes) if current is not None else 0,
-            delivered_at=current.delivered_at if current is not None else None,
-            failure_reason=current.failure_reason if current is not None else None,
-            delivered_seen_at=order.delivered_seen_at,
-            within_deadline=order.delivered_seen_at is not None
-            and order.delivered_seen_at <= order.deadline_at,
-            skipped="cap" if state == "skipped" else None, accepted=order.accepted,
-            interrupted=interrupted or None)
+        self.log.write("order_final", supplier=order.supplier.name,
+                       client_order_id=order.client_order_id,
+                       **final_fields(order.order, state, order.delivered_seen_at,
+                                      order.deadline_at),
+                       accepted=order.accepted, interrupted=interrupted or None)
 
     # ------------------------------------------------------------------ callbacks
 

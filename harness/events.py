@@ -20,6 +20,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+from harness.drivers.base import Order
+
 
 def _default(value: object) -> object:
     if isinstance(value, Decimal):
@@ -33,6 +35,29 @@ def format_event(type_: str, fields: dict[str, Any]) -> str:
     """One event as its log line (no newline), stamped with the time now."""
     return json.dumps({"t": time.time(), "type": type_, **fields}, default=_default,
                       separators=(",", ":"))
+
+
+def accepted_fields(order: Order, status: int, via: str) -> dict[str, Any]:
+    """Fields of ``order_accepted`` (see :mod:`harness.results`), trials and bursts alike."""
+    return {"supplier_order_id": order.supplier_order_id, "status": status,
+            "state": order.state.value, "unit_price": order.unit_price,
+            "amount": order.amount, "via": via}
+
+
+def final_fields(order: Order | None, state: str, delivered_seen_at: float | None,
+                 deadline_at: float) -> dict[str, Any]:
+    """Fields of ``order_final``: the last view of the order and when delivery was seen."""
+    return {
+        "state": state, "last_state": order.state.value if order is not None else "unknown",
+        "amount": order.amount if order is not None else Decimal(0),
+        "unit_price": order.unit_price if order is not None else None,
+        "codes_delivered": len(order.codes) if order is not None else 0,
+        "delivered_at": order.delivered_at if order is not None else None,
+        "failure_reason": order.failure_reason if order is not None else None,
+        "delivered_seen_at": delivered_seen_at,
+        "within_deadline": delivered_seen_at is not None and delivered_seen_at <= deadline_at,
+        "skipped": "cap" if state == "skipped" else None,
+    }
 
 
 class EventLog:

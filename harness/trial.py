@@ -38,14 +38,16 @@ from harness.drivers.base import (
     Credentials,
     Failure,
     HttpRequest,
+    HttpResponse,
     IssuerVerdict,
     Order,
     OrderRequest,
     Product,
     Refund,
+    supersedes,
 )
 from harness.drivers.reference import ReferenceIssuer, build_driver
-from harness.events import EventLog
+from harness.events import EventLog, accepted_fields, final_fields
 from harness.progress import TrialProgress
 from harness.runfolder import RunFolder, earlier_code_hashes
 from harness.scenario import ProductConfig, Scenario, SupplierConfig, TrialPlan
@@ -78,11 +80,9 @@ class OrderFollow:
     final_state: str = "unknown"
 
     def offer(self, order: Order) -> bool:
-        """Take a newer view of the order; older or equal ``updated_at`` is ignored."""
-        if self.order is not None and order.updated_at <= self.order.updated_at:
+        """Take ``order`` if it is a newer view (see :func:`supersedes`)."""
+        if not supersedes(order, self.order):
             return False
-        if self.order is not None and self.order.state.is_final and not order.state.is_final:
-            return False  # a final state never goes back
         self.order = order
         if order.state.delivered and self.delivered_seen_at is None:
             self.delivered_seen_at = time.time()
@@ -212,19 +212,10 @@ class SupplierTrial:
 
     def _final(self, follow: OrderFollow, state: str) -> None:
         follow.final_state = state
-        order = follow.order
-        self.log.write(
-            "order_final", supplier=self.name, client_order_id=follow.client_order_id,
-            state=state, last_state=order.state.value if order is not None else "unknown",
-            amount=order.amount if order is not None else Decimal(0),
-            unit_price=order.unit_price if order is not None else None,
-            codes_delivered=len(order.codes) if order is not None else 0,
-            delivered_at=order.delivered_at if order is not None else None,
-            failure_reason=order.failure_reason if order is not None else None,
-            delivered_seen_at=follow.delivered_seen_at,
-            within_deadline=follow.delivered_seen_at is not None
-            and follow.delivered_seen_at <= follow.deadline_at,
-            skipped="cap" if state == "skipped" else None)
+        self.log.write("order_final", supplier=self.name,
+                       client_order_id=follow.client_order_id,
+                       **final_fields(follow.order, state, follow.delivered_seen_at,
+                                      follow.deadline_at))
 
     def _observe(self, follow: OrderFollow, order: Order, source: str) -> None:
         if follow.offer(order):
@@ -235,9 +226,8 @@ class SupplierTrial:
     def _accepted(self, follow: OrderFollow, status: int, order: Order, *, via: str) -> None:
         """The supplier holds the order (learnt from the POST, or by asking after one)."""
         self.log.write("order_accepted", supplier=self.name,
-                       client_order_id=follow.client_order_id, status=status,
-                       supplier_order_id=order.supplier_order_id, state=order.state.value,
-                       unit_price=order.unit_price, amount=order.amount, via=via)
+                       client_order_id=follow.client_order_id,
+                       **accepted_fields(order, status, via))
         self._observe(follow, order, "post" if via == "post" else "poll")
 
     async def place(self, follow: OrderFollow, until: float) -> bool:
@@ -280,24 +270,29 @@ class SupplierTrial:
             follow.final_state = "failed"  # only ever refused (429 to the end): nothing bought
         return False
 
+    async def _ask(self, follow: OrderFollow, attempt: int, phase: str
+                   ) -> tuple[HttpResponse, Order | Failure]:
+        """``GET`` the order by its client id, logging the attempt and any failure."""
+        self.log.write("order_attempt", supplier=self.name,
+                       client_order_id=follow.client_order_id, attempt=attempt, method="GET")
+        response = await self.run.transport.send(self.driver.get_order(follow.client_order_id))
+        result = self.driver.parse_order(response)
+        if isinstance(result, Failure):
+            self.log.write("order_error", supplier=self.name,
+                           client_order_id=follow.client_order_id, kind=result.kind,
+                           status=result.status, phase=phase)
+        return response, result
+
     async def resolve_unknown(self, follow: OrderFollow, until: float) -> bool:
         """Ask by client order id, riding out a not-found window; True if it exists."""
         window_end = min(until, time.time() + self.run.plan.unknown_outcome_window_s)
         attempt = 0
         while time.time() < window_end:
             attempt += 1
-            self.log.write("order_attempt", supplier=self.name,
-                           client_order_id=follow.client_order_id, attempt=attempt,
-                           method="GET")
-            response = await self.run.transport.send(
-                self.driver.get_order(follow.client_order_id))
-            result = self.driver.parse_order(response)
+            response, result = await self._ask(follow, attempt, "resolve")
             if not isinstance(result, Failure):
                 self._accepted(follow, response.status, result, via="get")
                 return True
-            self.log.write("order_error", supplier=self.name,
-                           client_order_id=follow.client_order_id, kind=result.kind,
-                           status=result.status, phase="resolve")
             delay = retry_delay_s(response, attempt) or min(2.0, 0.25 * 2 ** (attempt - 1))
             await asyncio.sleep(min(delay, max(0.0, window_end - time.time())))
         return False
@@ -322,16 +317,8 @@ class SupplierTrial:
             if not polling:
                 break  # callbacks only: the deadline passed without news
             attempt += 1
-            self.log.write("order_attempt", supplier=self.name,
-                           client_order_id=follow.client_order_id, attempt=attempt,
-                           method="GET")
-            response = await self.run.transport.send(
-                self.driver.get_order(follow.client_order_id))
-            result = self.driver.parse_order(response)
+            response, result = await self._ask(follow, attempt, "follow")
             if isinstance(result, Failure):
-                self.log.write("order_error", supplier=self.name,
-                               client_order_id=follow.client_order_id, kind=result.kind,
-                               status=result.status, phase="follow")
                 delay = retry_delay_s(response, attempt)
                 if delay is not None:
                     interval = max(interval, delay)
@@ -340,9 +327,7 @@ class SupplierTrial:
             interval = min(plan.poll.max_interval_s, interval * plan.poll.backoff_factor)
         if not polling and not (follow.order is not None and follow.order.state.is_final):
             # callbacks only: one last look, so the recorded state is the real one
-            response = await self.run.transport.send(
-                self.driver.get_order(follow.client_order_id))
-            result = self.driver.parse_order(response)
+            _, result = await self._ask(follow, attempt + 1, "follow")
             if not isinstance(result, Failure):
                 self._observe(follow, result, "poll")
 

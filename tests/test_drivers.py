@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -135,3 +136,25 @@ def test_receiver_rejects_and_logs_forged_callbacks(tmp_path: Path,
     folder.close()
     verdicts = [e["verdict"] for e in read_events(folder.path) if e["type"] == "callback_received"]
     assert verdicts == ["forged", "unknown_supplier"]
+
+
+def test_newer_view_decided_by_updated_at_and_final_never_goes_back() -> None:
+    """A repeated or older callback is ignored, and a final state is never replaced by an
+    open one, whatever its timestamp."""
+    from datetime import UTC, datetime, timedelta
+
+    from harness.drivers.base import Order, supersedes
+
+    t0 = datetime(2026, 11, 25, tzinfo=UTC)
+
+    def order(state: OrderState, seconds: float) -> Order:
+        return Order("o-1", "S1", "sku", 1, state, Decimal(1), Decimal(1), t0,
+                     t0 + timedelta(seconds=seconds), None)
+
+    processing, success = order(OrderState.PROCESSING, 1), order(OrderState.SUCCESS, 2)
+    assert supersedes(processing, None)
+    assert supersedes(success, processing)
+    assert not supersedes(processing, success)          # out of order
+    assert not supersedes(success, success)             # repeated
+    assert not supersedes(order(OrderState.PROCESSING, 3), success)  # final stays final
+    assert supersedes(order(OrderState.REFUNDED, 3), success)

@@ -161,6 +161,16 @@ class Order:
     refund: Refund | None = None
 
 
+def supersedes(candidate: Order, current: Order | None) -> bool:
+    """Whether ``candidate`` is a newer view than ``current``: callbacks repeat and arrive
+    out of order, so ``updated_at`` decides, and a final state never goes back."""
+    if current is None:
+        return True
+    if candidate.updated_at <= current.updated_at:
+        return False
+    return not (current.state.is_final and not candidate.state.is_final)
+
+
 @dataclass(frozen=True, slots=True)
 class OrderRequest:
     """The merchant's order, as the harness means it, before a dialect encodes it."""
@@ -215,8 +225,3 @@ class Driver(Protocol):
     def parse_refund(self, response: HttpResponse) -> Result[Refund]: ...
     def verify_callback(self, method: str, path: str, headers: Mapping[str, str],
                         body: bytes) -> Result[CallbackEvent]: ...
-
-
-def is_failure(value: object) -> bool:
-    """True for a :class:`Failure` (handy in comprehensions)."""
-    return isinstance(value, Failure)

@@ -60,7 +60,7 @@ class SimulatorProcess:
     def close(self) -> None:
         """Stop the subprocess (SIGTERM, then SIGKILL after 5 s) and clean up."""
         self._client.close()
-        _stop(self.proc)
+        stop_process(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self._stderr_path.unlink(missing_ok=True)
@@ -73,7 +73,8 @@ class SimulatorProcess:
         self.close()
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 5 s; returns once the process is gone."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -112,7 +113,7 @@ def start_simulator(profiles: Path, seed: int | None = None,
         reader.join(timeout=0.05)
     match = _URL_RE.search(lines[0]) if lines else None
     if match is None:
-        _stop(proc)
+        stop_process(proc)
         reader.join(timeout=2)
         if proc.stdout is not None:
             proc.stdout.close()
