@@ -40,11 +40,11 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_trial(args: argparse.Namespace) -> int:
-    from harness.trial import run_trial
+    from harness.run.trial import run_trial
 
     if args.dry_run:
+        from harness.run.trial import print_plan
         from harness.scenario import load_scenario
-        from harness.trial import print_plan
 
         print_plan(load_scenario(Path(args.scenario)))
         return 0
@@ -89,7 +89,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_burst(args: argparse.Namespace) -> int:
     import json
 
-    from harness.burst import run_burst_cli  # imports Locust: gevent patches this process
+    from harness.run.burst import run_burst_cli  # imports Locust: gevent patches this process
 
     run_dir = run_burst_cli(
         Path(args.scenario), results_root=Path(args.results), workers=args.workers,
@@ -103,7 +103,7 @@ def _cmd_burst(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from harness.burst_worker import run_worker  # imports Locust: gevent patches this process
+    from harness.run.worker import run_worker  # imports Locust: gevent patches this process
 
     host, _, port = args.master.rpartition(":")
     if not host or not port.isdigit():

@@ -43,7 +43,7 @@ def run_demo(*, fleet_path: Path = DEMO_FLEET, scenario_path: Path = DEMO_SCENAR
              results_root: Path = Path("results"), seed: int | None = None,
              show_progress: bool = True, environ: Mapping[str, str] | None = None) -> Path:
     """Run the demo; return the run folder."""
-    from harness.trial import run_trial
+    from harness.run.trial import run_trial
 
     console = Console()
     fleet = load_fleet(fleet_path)

@@ -24,7 +24,7 @@ Events the tables are built from (fields beyond ``t``/``type``):
 - ``balance_read``: supplier, phase (before, after_orders, after_refunds), balance.
 - ``callback_received``: supplier, client_order_id, verdict (accepted, stale, forged, bad).
 
-Bursts (``harness.burst``) write the same order events with mode="burst" and
+Bursts (``harness.run.burst``) write the same order events with mode="burst" and
 worker=<id>, from one shard per worker (``events-<worker>.jsonl``), plus:
 
 - ``burst_started`` (master): t0 (Unix s), phases, scheduled_per_second

@@ -429,6 +429,27 @@ class PollPlan(BaseModel):
         return self
 
 
+class RetryPlan(BaseModel):
+    """How much the harness may ask again, so it never multiplies the load it measures.
+
+    Re-POSTs (the same client order id, after a 429) and GETs that resolve an unknown
+    outcome draw on a per-supplier budget of ``reserve`` + ``ratio`` × orders placed
+    (client-side retry throttling); polls of orders the supplier holds are not drawn
+    from it but back off.
+    """
+
+    model_config = _CONFIG
+
+    ratio: float = Field(default=0.2, ge=0, le=1, allow_inf_nan=False)
+    """Extra requests allowed per order placed, on average (0–1; 0.2 = 20%)."""
+    reserve: int = Field(default=10, ge=0, le=1000)
+    """Extra requests allowed before any order has been placed."""
+    max_reposts: int = Field(default=2, ge=0, le=10)
+    """Re-POSTs of one order after 429 (same id, after Retry-After), at most."""
+    max_resolve_gets: int = Field(default=3, ge=1, le=20)
+    """GETs asking about one order after an unknown outcome, at most."""
+
+
 class AfterSalesPlan(BaseModel):
     """Which delivered orders get a refund request, and how long refunds are followed."""
 
@@ -471,7 +492,11 @@ class TrialPlan(BaseModel):
     request_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
     """Timeout of one HTTP request, seconds."""
     unknown_outcome_window_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
-    """How long to keep asking (GET) after a POST with an unknown outcome, seconds."""
+    """The supplier's not-found window: a 404 after it proves an order with an unknown
+    outcome was not taken, seconds."""
+    retries: RetryPlan = RetryPlan(reserve=60)
+    """The retry budget and per-order limits (a trial's small batch gets a reserve of 60
+    extra requests per supplier, so a flaky supplier's orders are all resolved)."""
     after_sales: AfterSalesPlan = AfterSalesPlan()
     """Refund requests and how long to follow them."""
     redeem_sample: int = Field(default=1, ge=0)
@@ -629,7 +654,10 @@ class BurstPlan(BaseModel):
     request_timeout_s: float = Field(default=5.0, gt=0, le=120, allow_inf_nan=False)
     """Timeout of one HTTP request, seconds."""
     unknown_outcome_window_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
-    """How long to keep asking (GET) after a POST with an unknown outcome, seconds."""
+    """The supplier's not-found window: a 404 after it proves an order with an unknown
+    outcome was not taken, seconds."""
+    retries: RetryPlan = RetryPlan()
+    """The retry budget and per-order limits."""
     spending_cap: Money
     """Most the whole burst may spend, across all suppliers and workers (money); each of N
     workers may commit at most cap / N."""

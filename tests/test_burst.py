@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from harness.burst_schedule import build_schedule
+from harness.run.schedule import build_schedule
 from harness.demo import fleet_env
 from harness.events import read_events
 from harness.scenario import load_scenario
@@ -55,7 +55,7 @@ def _finish(proc: subprocess.Popen[bytes], results: Path) -> Path:
         proc.kill()
         _out, err = proc.communicate()
     assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
-    (run_dir,) = list(results.iterdir())
+    (run_dir,) = [p for p in results.iterdir() if p.is_dir()]
     return run_dir
 
 
@@ -105,7 +105,7 @@ def test_schedule_is_exact_and_shared_out() -> None:
 
 def test_burst_modules_stay_out_of_analysis_imports() -> None:
     """Importing the CLI, results and the schedule does not import Locust (or patch gevent)."""
-    code = ("import sys, harness.cli, harness.results, harness.burst_schedule; "
+    code = ("import sys, harness.cli, harness.results, harness.run.schedule; "
             "sys.exit('locust' in sys.modules or 'gevent' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 

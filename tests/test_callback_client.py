@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.callbacks import CallbackReceiver, RawCallback
+from harness.run.callbacks import CallbackReceiver, RawCallback
 from harness.simulator.callback_client import CallbackClient
 
 
@@ -19,7 +19,7 @@ def test_posts_reuse_one_keep_alive_connection() -> None:
     peers: set[int] = set()
 
     async def main() -> list[int]:
-        async def handler(raw: RawCallback) -> int:
+        def handler(raw: RawCallback) -> int:
             seen.append(raw)
             return 200 if len(seen) % 5 else 500
 

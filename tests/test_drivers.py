@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from harness import protocol
-from harness.callbacks import CallbackReceiver
+from harness.run.callbacks import CallbackReceiver
 from harness.drivers.base import Credentials, Failure, HttpResponse, OrderRequest, OrderState
 from harness.drivers.reference import ReferenceDriver, failure_from
 from harness.events import read_events
@@ -20,8 +21,9 @@ from harness.progress import TrialProgress
 from harness.runfolder import RunFolder
 from harness.scenario import load_scenario
 from harness.simulator.process import SimulatorProcess
-from harness.transport import AsyncTransport, retry_delay_s, send_read
-from harness.trial import TrialRun
+from harness.run.async_transport import AsyncTransport, drive
+from harness.run.lifecycle import read_steps, retry_after_s
+from harness.run.trial import TrialRun
 
 SECRET = "s3cret"
 
@@ -57,8 +59,8 @@ def test_failures_carry_kind_status_and_retry_after() -> None:
     silent = failure_from(HttpResponse(0, {}, b"", transport_error="timeout"))
     assert silent.kind == "timeout" and silent.outcome_unknown
     assert isinstance(_driver().parse_order(HttpResponse(200, {}, b"not json")), Failure)
-    assert retry_delay_s(HttpResponse(429, {"retry-after": "3"}, b""), 1) == 3.0
-    assert retry_delay_s(HttpResponse(404, {}, b""), 1) is None
+    assert retry_after_s(HttpResponse(429, {"retry-after": "3"}, b""), 0.0) == 3.0
+    assert retry_after_s(HttpResponse(404, {}, b""), 0.0) is None
 
 
 def test_callback_signatures_verified_and_forgeries_refused() -> None:
@@ -90,11 +92,15 @@ def test_reads_retry_on_429_honouring_retry_after(sim: SimulatorProcess) -> None
         transport = AsyncTransport(5.0)
         try:
             finals = []
+            def parse(response: HttpResponse) -> object:
+                statuses.append(response.status)
+                return driver.parse_balance(response)
+
             for _ in range(12):
-                response = await send_read(transport, driver.balance, max_attempts=10,
-                                           until=time.monotonic() + 20,
-                                           on_attempt=lambda r: statuses.append(r.status))
-                finals.append(response.status)
+                result = await drive(transport, read_steps(
+                    driver.balance, parse, purpose="balance", clock=time.time,
+                    rng=random.Random(1), attempts=10, for_s=20))
+                finals.append(200 if not isinstance(result, Failure) else result.status)
             return finals
         finally:
             await transport.aclose()

@@ -6,7 +6,7 @@ Imports Locust (which monkey-patches the process with gevent): only the ``burst`
 How a burst runs (``run_burst``):
 
 1. The scenario's ``burst:`` plan becomes a deterministic schedule
-   (:mod:`harness.burst_schedule`); the run folder is created and the master writes
+   (:mod:`harness.run.schedule`); the run folder is created and the master writes
    ``burst_started`` (t0, the phases, and the scheduled orders per supplier per second)
    to ``events.jsonl``.
 2. One process (``workers`` = 1, a Locust ``LocalRunner``), or a Locust master with N
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -46,18 +45,23 @@ from typing import Any, TextIO
 
 import gevent
 from locust import LoadTestShape
+from locust.contrib.fasthttp import FastHttpSession
 from locust.env import Environment
+from locust.event import EventHook
 from locust.runners import MasterRunner, Runner
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from harness.burst_schedule import Schedule, build_schedule, concurrency_at
-from harness.burst_worker import BurstWorker, LiveCounts, OrderUser
 from harness.errors import HarnessError, SafetyError, ScenarioError
+from harness.run.budget import Budget
+from harness.run.gevent_transport import drive
+from harness.run.lifecycle import order_prefix
+from harness.run.schedule import Schedule, build_schedule, concurrency_at
+from harness.run.worker import BurstWorker, LiveCounts, OrderUser, supplier_sides
 from harness.runfolder import RunFolder
-from harness.scenario import BurstPlan, load_scenario
+from harness.scenario import BurstPlan, Scenario, load_scenario
 from harness.simulator.process import stop_process
 
 LEAD_S = 2.0
@@ -234,6 +238,27 @@ class Hub:
         return Group(table, footer)
 
 
+class BalanceReader:
+    """The master reads every supplier's balance before the first order and after the
+    last is final, so hidden fees are measured under load (workers share the balance)."""
+
+    def __init__(self, scenario: Scenario, plan: BurstPlan, folder: RunFolder,
+                 schedule: Schedule) -> None:
+        self.sides = supplier_sides(scenario, plan, log=folder.log, budget=Budget(Decimal(0)),
+                                    worker="master")
+        self.active = {a.supplier for a in schedule.arrivals}
+        self.session = FastHttpSession(base_url=None, request_event=EventHook(),  # type: ignore[no-untyped-call]
+                                       user=None,
+                                       network_timeout=plan.request_timeout_s,
+                                       connection_timeout=plan.request_timeout_s,
+                                       max_retries=0, concurrency=len(self.sides))
+
+    def read(self, phase: str) -> None:
+        jobs = [gevent.spawn(drive, self.session, side.read_balance(phase), label=name)
+                for name, side in self.sides.items() if name in self.active]
+        gevent.joinall(jobs)
+
+
 def _console() -> Console:
     console = Console(stderr=True)
     if not console.is_terminal:
@@ -335,11 +360,14 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
         gevent.signal_handler(signal.SIGTERM, on_signal)
 
         # workers: connect, get their plan
-        prefix = f"b{secrets.token_hex(3)}"
+        prefix = order_prefix(folder.path.name, "burst")
         plan_data: dict[str, Any] = {
             "scenario_text": scenario_path.read_text(encoding="utf-8"),
             "scenario_name": scenario_path.name, "order_prefix": prefix,
-            "run_id": folder.path.name, "count": expected}
+            "run_id": folder.path.name, "count": expected,
+            "results_root": str(results_root.resolve())}
+        balances = BalanceReader(scenario, plan, folder, schedule)
+        balances.read("before")
         if isinstance(runner, MasterRunner):
             deadline = time.monotonic() + WORKER_CONNECT_S + (3600 if remote_workers else 0)
             while runner.worker_count < expected:
@@ -377,6 +405,7 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
             for name, error in hub.failed.items():
                 folder.log.write("burst_worker_failed", worker=name, error=error)
                 console.print(f"[red]worker {name} failed:[/] {error}")
+        balances.read("after_orders")
         folder.log.write("burst_finished", interrupted=interrupted, aborted=reason,
                          workers_done=sorted(hub.done),
                          committed=sum(hub.committed.values(), Decimal(0)))

@@ -1,0 +1,269 @@
+"""Trial batches: the merchant's careful trial, automated; the asyncio executor.
+
+For every supplier at once: read the catalog and the balance, place N orders across
+the product mix, follow every order to a final state or past its deadline (polling with
+backoff, callbacks, or both), check every delivered code, redeem a sample, request
+refunds as the plan says and follow them, and read the balance again so hidden fees and
+refunds that never came back are measured.
+
+Every rule of an order, a refund, a read and a code check is in
+:mod:`harness.run.lifecycle`; this module only orders the work of a trial and drives the
+lifecycle with httpx (:func:`harness.run.async_transport.drive`). Nothing here raises
+for what a supplier does: it is all events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import TypeVar
+
+from harness.codes import REFUND_REASON_FOR, DuplicateIndex, load_code_key
+from harness.drivers.base import Credentials
+from harness.drivers.reference import ReferenceIssuer, build_driver
+from harness.events import EventLog
+from harness.progress import TrialProgress
+from harness.run.async_transport import AsyncTransport, drive
+from harness.run.budget import Budget, RetryBudget
+from harness.run.callbacks import CallbackReceiver, RawCallback
+from harness.run.lifecycle import (
+    OrderLife,
+    RefundLife,
+    Rules,
+    Steps,
+    SupplierSide,
+    attribute_credit,
+    callback_supplier,
+    order_prefix,
+)
+from harness.runfolder import RunFolder, earlier_code_hashes
+from harness.scenario import ProductConfig, Scenario, SupplierConfig, TrialPlan
+
+T = TypeVar("T")
+
+GRACE_FACTOR = 1.0
+"""Orders are followed for ``deadline_s * (1 + GRACE_FACTOR)`` so that late deliveries are
+recorded as late (an SLA miss with its real time), not lost."""
+
+
+class TrialRun:
+    """Everything shared by the suppliers of one trial run."""
+
+    def __init__(self, scenario: Scenario, folder: RunFolder, transport: AsyncTransport,
+                 progress: TrialProgress) -> None:
+        if scenario.trial is None:
+            raise ValueError("scenario has no trial plan")
+        self.scenario = scenario
+        self.plan: TrialPlan = scenario.trial
+        self.folder = folder
+        self.log: EventLog = folder.log
+        self.transport = transport
+        self.progress = progress
+        self.budget = Budget(self.plan.spending_cap)
+        self.order_prefix = order_prefix(folder.path.name, "trial")
+        self.receiver = CallbackReceiver(self.on_callback, on_reject=self._rejected)
+        rules = Rules.of(self.plan, follow_s=self.plan.deadline_s * (1 + GRACE_FACTOR))
+        issuer = None
+        if scenario.issuer is not None:
+            issuer = ReferenceIssuer(scenario.issuer.base_url,
+                                     scenario.issuer.api_key.get_secret_value())
+        code_key = load_code_key(folder.root)
+        duplicates = DuplicateIndex(earlier_code_hashes(folder.root, exclude=folder.path))
+        self.sides: dict[str, SupplierSide] = {}
+        for config in scenario.suppliers:
+            self.sides[config.name] = SupplierSide(
+                name=config.name, driver=build_driver(config.driver, config.base_url, Credentials(
+                    config.credentials.api_key.get_secret_value(),
+                    config.credentials.secret.get_secret_value())),
+                rules=rules, log=self.log, budget=self.budget,
+                retry=RetryBudget(self.plan.retries.ratio, self.plan.retries.reserve),
+                clock=time.time, mode="trial", worker="trial",
+                tally=lambda name, key, _value: progress.count(name, key),
+                issuer=issuer, code_key=code_key, duplicates=duplicates,
+                keep_plain_code=folder.keep_plain_code,
+                rng=random.Random(f"{scenario.seed}:{config.name}:backoff"))
+        self.configs = {s.name: s for s in scenario.suppliers}
+        self.balance_locks = {name: asyncio.Lock() for name in self.sides}
+
+    async def drive(self, steps: Steps[T], news: asyncio.Event | None = None) -> T:
+        return await drive(self.transport, steps, news=news)
+
+    def draw_products(self, supplier: SupplierConfig) -> list[ProductConfig]:
+        """The product of each order, drawn reproducibly from the scenario's seed."""
+        weights = self.plan.weights_for(supplier)
+        rng = random.Random(f"{self.scenario.seed}:{supplier.name}")
+        skus = rng.choices(list(weights), list(weights.values()), k=self.plan.orders_per_supplier)
+        return [supplier.product(sku) for sku in skus]
+
+    def on_callback(self, raw: RawCallback) -> int:
+        name = callback_supplier(raw.path)
+        side = self.sides.get(name) if name is not None else None
+        if side is None:
+            self.log.write("callback_received", supplier="", client_order_id="",
+                           verdict="unknown_supplier", path=raw.path[:100])
+            return 404
+        return side.on_callback(raw.method, raw.path, raw.headers, raw.body)
+
+    def _rejected(self, reason: str, path: str) -> None:
+        self.log.write("callback_received", supplier="", client_order_id="",
+                       verdict=f"rejected_{reason}", path=path[:100])
+
+    # one supplier
+    async def run_supplier(self, side: SupplierSide) -> None:
+        plan = self.plan
+        await self.drive(side.read_catalog())
+        side.last_balance = await self.drive(side.read_balance("before"))
+        products = self.draw_products(self.configs[side.name])
+        semaphore = asyncio.Semaphore(plan.concurrency)
+
+        async def one(index: int, product: ProductConfig) -> None:
+            async with semaphore:
+                await self.run_order(side, index, product)
+
+        await asyncio.gather(*(one(i, p) for i, p in enumerate(products)))
+        side.last_balance = await self.drive(side.read_balance("after_orders"))
+        await self.redeem_sample(side)
+        await self.after_sales(side)
+        await self.drive(side.read_balance("after_refunds"))
+
+    async def run_order(self, side: SupplierSide, index: int, product: ProductConfig) -> None:
+        cid = f"{self.order_prefix}-{side.name}-{index:04d}"[:64]
+        life = side.new_order(cid, product, time.time())
+        news = asyncio.Event()
+        life.wake = news.set
+        try:
+            await self.drive(life.steps(), news)
+        finally:
+            life.finish("unknown", interrupted=True)  # a no-op unless cancelled mid-way
+
+    # after-sales
+    def _unused_refund_orders(self, side: SupplierSide) -> list[OrderLife]:
+        delivered = [life for life in side.orders.values()
+                     if life.final_state in ("success", "partial")
+                     and all(c.verdict == "valid" for c in life.checks)]
+        return delivered[: self.plan.after_sales.refund_unused]
+
+    async def redeem_sample(self, side: SupplierSide) -> None:
+        """Redeem ``redeem_sample`` valid codes, never from orders kept for an unused refund."""
+        if side.issuer is None or self.plan.redeem_sample <= 0:
+            return
+        keep = {life.client_order_id for life in self._unused_refund_orders(side)}
+        left = self.plan.redeem_sample
+        for life in side.orders.values():
+            if life.client_order_id in keep:
+                continue
+            for code, check in zip(life.codes, life.checks, strict=False):
+                if left <= 0:
+                    return
+                if check.verdict == "valid":
+                    await self.drive(life.redeem(code, check))
+                    left -= 1
+
+    async def after_sales(self, side: SupplierSide) -> None:
+        plan = self.plan.after_sales
+        wanted: dict[str, str] = {}
+        for life in self._unused_refund_orders(side):
+            wanted[life.client_order_id] = "unused"
+        if plan.refund_bad_codes:
+            for life in side.orders.values():
+                bad = [c.verdict for c in life.checks if c.verdict != "valid"]
+                if bad and life.final_state in ("success", "partial"):
+                    wanted[life.client_order_id] = REFUND_REASON_FOR.get(bad[0], "other")
+        if not wanted:
+            return
+        # every request is answered before any credit is attributed, so a refund the
+        # supplier already credited is never missing from the group it belongs to
+        refunds = [RefundLife(side, cid, reason) for cid, reason in wanted.items()]
+        held = await asyncio.gather(*(self.drive(r.request()) for r in refunds))
+        until = time.time() + plan.refund_follow_s
+        await asyncio.gather(*(self.follow_refund(r, until)
+                               for r, ok in zip(refunds, held, strict=True) if ok))
+
+    async def follow_refund(self, refund: RefundLife, until: float) -> None:
+        await self.drive(refund.follow(until))
+        if refund.completed and not refund.attributed:
+            async with self.balance_locks[refund.side.name]:
+                if not refund.attributed:
+                    await self.drive(attribute_credit(refund.side))
+        refund.finish()
+
+    async def run(self) -> None:
+        await self.receiver.start()
+        callback_url = self.receiver.url if self.plan.delivery != "poll" else None
+        for side in self.sides.values():
+            side.callback_url = f"{callback_url}/callbacks/{side.name}" if callback_url else None
+        self.log.write("trial_started", suppliers=list(self.sides),
+                       orders_per_supplier=self.plan.orders_per_supplier,
+                       callback_url=callback_url, order_prefix=self.order_prefix)
+        try:
+            async with self.progress:
+                await asyncio.gather(*(self.run_supplier(s) for s in self.sides.values()))
+        finally:
+            await self.receiver.stop()
+            self.log.write("trial_finished", committed=self.budget.committed,
+                           cap=self.budget.cap,
+                           retries={n: {"first": s.retry.first, "extra": s.retry.extra,
+                                        "denied": s.retry.denied}
+                                    for n, s in self.sides.items()})
+
+
+async def run_trial_async(scenario: Scenario, folder: RunFolder, *,
+                          show_progress: bool = True) -> None:
+    """Run the trial of ``scenario`` into ``folder`` (which the caller opened)."""
+    plan = scenario.trial
+    if plan is None:
+        raise ValueError("scenario has no trial plan")
+    transport = AsyncTransport(plan.request_timeout_s,
+                               max_connections=max(20, plan.concurrency * len(scenario.suppliers)
+                                                   + 20))
+    progress = TrialProgress([s.name for s in scenario.suppliers], plan.orders_per_supplier,
+                             enabled=show_progress)
+    try:
+        await TrialRun(scenario, folder, transport, progress).run()
+    finally:
+        await transport.aclose()
+
+
+def worst_case_cost(scenario: Scenario) -> Decimal:
+    """The most the trial could spend: every order at the highest face value it may draw
+    (a price above face value is not expected), never more than the spending cap."""
+    plan = scenario.trial
+    if plan is None:
+        return Decimal(0)
+    total = Decimal(0)
+    for supplier in scenario.suppliers:
+        dearest = max(supplier.product(sku).face_value for sku in plan.weights_for(supplier))
+        total += dearest * plan.quantity * plan.orders_per_supplier
+    return min(total, plan.spending_cap)
+
+
+def print_plan(scenario: Scenario) -> None:
+    """The dry run: what would be ordered where, and the worst-case cost."""
+    plan = scenario.trial
+    if plan is None:
+        raise ValueError("scenario has no trial plan")
+    print(f"trial plan of {scenario.name!r}: {plan.orders_per_supplier} orders × "
+          f"{plan.quantity} per supplier, deadline {plan.deadline_s:g} s, "
+          f"delivery by {plan.delivery}")
+    for supplier in scenario.suppliers:
+        mix = ", ".join(f"{sku} {share:.0%}" for sku, share in plan.weights_for(supplier).items())
+        print(f"  {supplier.name:<12} {supplier.base_url}  [{mix}]")
+    print(f"worst-case cost: {worst_case_cost(scenario)} (spending cap {plan.spending_cap}); "
+          "nothing was sent")
+
+
+def run_trial(scenario_path: Path, *, results_root: Path = Path("results"),
+              env: dict[str, str] | None = None, show_progress: bool = True) -> Path:
+    """Load the scenario, run its trial, build the tables and the summary; the run folder."""
+    from harness.scenario import load_scenario
+    from harness.summary import write_summary
+
+    scenario = load_scenario(scenario_path, env if env is not None else dict(os.environ))
+    with RunFolder.create(results_root, scenario, scenario_path, mode="trial") as folder:
+        asyncio.run(run_trial_async(scenario, folder, show_progress=show_progress))
+    write_summary(folder.path, scenario)
+    return folder.path
