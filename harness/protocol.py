@@ -33,6 +33,10 @@ def format_money(amount: Decimal | int | str) -> str:
     return str(Decimal(amount).quantize(_CENT, rounding=ROUND_HALF_UP))
 
 
+MAX_MONEY = Decimal(10) ** 12
+"""No price, amount or balance in the protocol is negative or above this."""
+
+
 def parse_money(text: object) -> Decimal:
     """Parse a money field; raises ``ValueError`` if it is not a decimal string or number."""
     if isinstance(text, bool) or not isinstance(text, str | int | float | Decimal):
@@ -43,6 +47,8 @@ def parse_money(text: object) -> Decimal:
         raise ValueError(f"money must be a decimal string, got {text!r}") from exc
     if not value.is_finite():
         raise ValueError(f"money must be finite, got {text!r}")
+    if value < 0 or value > MAX_MONEY:
+        raise ValueError(f"money must be between 0 and {MAX_MONEY}, got {text!r}")
     return value
 
 

@@ -78,6 +78,11 @@ ORDERS_COLUMNS: dict[str, str] = {
     "sale_price": "merchant's sale price per unit (scenario), currency units",
     "face_value": "expected face value per unit (scenario), currency units",
     "attempts": "requests sent for this order (POST and GET)",
+    "posts": "POSTs sent: the first, and re-POSTs of the same id after a 429",
+    "resolve_gets": "GETs asking about an unknown outcome (drawn on the retry budget)",
+    "polls": "GETs following an order the supplier holds (polls and a final look)",
+    "resolution": "how a POST without a readable answer ended: refused:<kind>, "
+                  "unknown_outcome, not_found_after_window; empty if accepted at once",
     "errors": "failed requests for this order (any kind)",
     "error_kind": "kind of the last failed POST if never accepted (e.g. http_503), else empty",
     "failure_reason": "supplier's reason when failed",
@@ -85,6 +90,7 @@ ORDERS_COLUMNS: dict[str, str] = {
 
 CODES_COLUMNS: dict[str, str] = {
     "run_id": "run folder name",
+    "mode": "trial or burst: the kind of run that received the code",
     "supplier": "supplier name",
     "client_order_id": "order the code came with",
     "sku": "product",
@@ -107,6 +113,7 @@ CODES_COLUMNS: dict[str, str] = {
 
 REFUNDS_COLUMNS: dict[str, str] = {
     "run_id": "run folder name",
+    "mode": "trial or burst: the kind of run that requested the refund",
     "supplier": "supplier name",
     "client_order_id": "order refunded",
     "reason": "unused, invalid_code, wrong_face_value, not_delivered, other",
@@ -192,7 +199,7 @@ def build_tables(run_dir: Path) -> RunTables:
     run_id = run_dir.name
     manifest = load_manifest(run_dir)
     orders: dict[tuple[str, str], dict[str, Any]] = {}
-    attempts: dict[tuple[str, str], int] = defaultdict(int)
+    attempts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     errors: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     codes: list[dict[str, Any]] = []
     redeemed: dict[str, str] = {}
@@ -214,10 +221,10 @@ def build_tables(run_dir: Path) -> RunTables:
                 "sale_price": _money(event["sale_price"]),
                 "face_value": _money(event["face_value"]), "delivered_seen_at": None,
                 "state": "unknown", "last_state": "unknown", "unit_price": float("nan"),
-                "amount": 0.0, "codes_delivered": 0, "failure_reason": "",
+                "amount": 0.0, "codes_delivered": 0, "failure_reason": "", "resolution": "",
             }
         elif kind == "order_attempt":
-            attempts[key] += 1
+            attempts[key][event.get("purpose") or event["method"]] += 1
         elif kind == "order_error":
             errors[key].append(event)
         elif kind == "order_accepted" and key in orders:
@@ -231,13 +238,15 @@ def build_tables(run_dir: Path) -> RunTables:
                        amount=_money(event["amount"]), unit_price=_money(event["unit_price"]),
                        codes_delivered=event["codes_delivered"],
                        failure_reason=event.get("failure_reason") or "",
+                       resolution=event.get("resolution") or "",
                        delivered_seen_at=event.get("delivered_seen_at"))
         elif kind == "code_checked":
             codes.append({**event, "run_id": run_id})
         elif kind == "code_redeemed":
             redeemed[event["code_hash"]] = event["status"]
         elif kind == "refund_requested":
-            refunds[key] = {"run_id": run_id, "supplier": key[0], "client_order_id": key[1],
+            refunds[key] = {"run_id": run_id, "mode": orders.get(key, {}).get("mode", ""),
+                            "supplier": key[0], "client_order_id": key[1],
                             "reason": event["reason"], "requested_at": event["t"],
                             "request_status": event["status"],
                             "request_error": event.get("error") or "",
@@ -266,7 +275,11 @@ def build_tables(run_dir: Path) -> RunTables:
         row["delivery_ms"] = (seen - intended) * 1000 if seen is not None else float("nan")
         row["within_deadline"] = bool(seen is not None and seen - intended <= row["deadline_s"])
         row["delivered"] = delivered
-        row["attempts"] = attempts.get(key, 0)
+        tried = attempts.get(key, Counter())
+        row["attempts"] = sum(tried.values())
+        row["posts"] = tried["place"] + tried["repost"] + tried["POST"]
+        row["resolve_gets"] = tried["resolve"]
+        row["polls"] = tried["poll"] + tried["final_look"] + tried["GET"]
         row["errors"] = len(errs)
         row["error_kind"] = place_errs[-1]["kind"] if place_errs and row["accepted_at"] is None \
             else ""
@@ -279,6 +292,8 @@ def build_tables(run_dir: Path) -> RunTables:
     for event in codes:
         row = {col: event.get(col) for col in CODES_COLUMNS}
         row["run_id"] = run_id
+        order = orders.get((event.get("supplier", ""), event.get("client_order_id", "")), {})
+        row["mode"] = event.get("mode") or order.get("mode", "")
         for col in ("claimed_face_value", "expected_face_value", "issuer_face_value"):
             row[col] = _money(row[col])
         row["expires_at"] = pd.Timestamp(row["expires_at"]) if row["expires_at"] else pd.NaT
@@ -448,6 +463,9 @@ def burst_summary(run_dir: Path) -> pd.DataFrame:
             "5xx": int(part["err_5xx"].sum()), "timeout": int(part["err_timeout"].sum()),
             "oos": int(part["err_out_of_stock"].sum()),
             "partial/oversold": int(part["partial_oversold"].sum()),
+            "writes+resolves/order": float((mine["posts"].sum() + mine["resolve_gets"].sum())
+                                           / max(1, int(part["scheduled"].sum()))),
+            "polls/order": float(mine["polls"].sum() / max(1, int(part["scheduled"].sum()))),
             "accept p50 ms": float(mine["acceptance_ms"].quantile(0.50)),
             "accept p95 ms": float(mine["acceptance_ms"].quantile(0.95)),
             "accept p99 ms": float(mine["acceptance_ms"].quantile(0.99)),

@@ -10,15 +10,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from harness.run.schedule import build_schedule
-from harness.demo import fleet_env
+from harness.demo import DEMO_FLEET, fleet_env
 from harness.events import read_events
+from harness.run.schedule import build_schedule
 from harness.scenario import load_scenario
 from harness.simulator.process import SimulatorProcess, start_simulator
 from harness.simulator.profiles import load_fleet
@@ -27,6 +28,8 @@ DATA = Path(__file__).parent / "data"
 FLEET = DATA / "burst-fleet.yaml"
 SCENARIO = DATA / "burst-scenario.yaml"
 STALL = DATA / "burst-stall.yaml"
+DEMO_BURST = DATA / "burst-demo.yaml"
+PLANTED_KINDS = ("not_minted", "resold", "wrong_face_value", "expiring", "bad_pattern")
 RUN_TIMEOUT_S = 60
 
 
@@ -135,8 +138,23 @@ def test_capacity_limit_collapses_while_healthy_holds(single: Burst) -> None:
     assert healthy[["err_503", "err_5xx", "err_429", "err_timeout"]].to_numpy().sum() == 0
     low = tiny[tiny["second"] < 2]["acceptance_p95_ms"].max()
     peak = tiny[tiny["second"] >= 4]["acceptance_p95_ms"].max()
-    assert peak > 3 * low and peak > 200
+    assert peak > 2 * low and peak > 200
     assert healthy["acceptance_p95_ms"].max() < 150
+
+
+def test_collapsing_supplier_gets_no_more_than_its_schedule(single: Burst) -> None:
+    """tiny's 503s are resolved by asking within the retry budget: POSTs and resolution
+    GETs stay within 1.5 per scheduled order, no order is POSTed twice, and orders the
+    supplier is known not to hold are final failed, not unknown."""
+    tiny = single.orders[single.orders["supplier"] == "tiny"]
+    per_order = (tiny["posts"].sum() + tiny["resolve_gets"].sum()) / len(tiny)
+    assert per_order <= 1.5
+    assert (tiny["posts"] == 1).all()
+    refused = tiny[tiny["resolution"] == "not_found_after_window"]
+    assert len(refused) > 0 and (refused["state"] == "failed").all()
+    assert (refused["amount"] == 0).all()
+    unknown = tiny[tiny["state"] == "unknown"]
+    assert unknown["resolution"].str.startswith("unknown_outcome").all()
 
 
 def test_slow_mode_shows_in_the_delivery_tail(single: Burst) -> None:
@@ -242,3 +260,31 @@ def test_holiday_peak_scenario_is_sane_for_the_demo_fleet() -> None:
             count, products[p.sku].stock + products[p.sku].oversell_units))
             for p in supplier.products)  # tiny sells out of its 25 + 15 units first
         assert worst < fleet.suppliers[supplier.name].balance, supplier.name
+
+
+def test_burst_checks_codes_and_reads_balances_like_a_trial(tmp_path: Path) -> None:
+    """A burst against demo suppliers finds shady's bad codes by kind exactly as the
+    simulator planted them, feeder's hidden fee from the balance, and nothing on acme."""
+    with start_simulator(DEMO_FLEET, seed=5) as sim:
+        env = {**os.environ, **fleet_env(load_fleet(DEMO_FLEET), sim.url)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness", "burst", str(DEMO_BURST), "--results",
+             str(tmp_path), "--no-live"], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        run_dir = _finish(proc, tmp_path)
+        truth = sim.truth()["suppliers"]
+    codes = pd.read_parquet(run_dir / "codes.parquet")
+    suppliers = pd.read_parquet(run_dir / "suppliers.parquet").set_index("supplier")
+    assert (codes["mode"] == "burst").all()
+    for name in ("acme", "shady", "feeder"):
+        issued = truth[name]["codes_issued"]
+        counts = codes[codes["supplier"] == name]["verdict"].value_counts().to_dict()
+        for kind in PLANTED_KINDS:
+            assert counts.get(kind, 0) == issued[kind], (name, kind, counts, issued)
+        assert counts.get("valid", 0) == issued["valid"], (name, counts, issued)
+        assert Decimal(str(suppliers.loc[name, "hidden_fees"])).quantize(Decimal("0.01")) \
+            == Decimal(truth[name]["hidden_fees_taken"]), name
+    assert sum(truth["shady"]["codes_issued"][k] for k in PLANTED_KINDS) >= 5
+    assert set(codes[codes["supplier"] == "acme"]["verdict"]) == {"valid"}
+    assert suppliers.loc["feeder", "hidden_fee_per_order"] == pytest.approx(1.50)
+    assert suppliers.loc["acme", "hidden_fees"] == 0

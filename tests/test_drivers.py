@@ -13,17 +13,17 @@ import httpx
 import pytest
 
 from harness import protocol
-from harness.run.callbacks import CallbackReceiver
 from harness.drivers.base import Credentials, Failure, HttpResponse, OrderRequest, OrderState
 from harness.drivers.reference import ReferenceDriver, failure_from
 from harness.events import read_events
 from harness.progress import TrialProgress
+from harness.run.async_transport import AsyncTransport, drive
+from harness.run.callbacks import CallbackReceiver
+from harness.run.lifecycle import read_steps, retry_after_s
+from harness.run.trial import TrialRun
 from harness.runfolder import RunFolder
 from harness.scenario import load_scenario
 from harness.simulator.process import SimulatorProcess
-from harness.run.async_transport import AsyncTransport, drive
-from harness.run.lifecycle import read_steps, retry_after_s
-from harness.run.trial import TrialRun
 
 SECRET = "s3cret"
 

@@ -491,7 +491,7 @@ def print_summary(run_dir: Path, console: Console) -> None:
     console.print()
     table = Table(title=f"burst summary: {run_dir.name}", padding=(0, 1))
     for title in ("supplier", "sent/sched", "per s", "slip", "acc", "dlv", "errors",
-                  "p50/p95/p99 acc ms", "p95 dlv ms"):
+                  "p50/p95/p99 acc ms", "p95 dlv ms", "req/ord"):
         table.add_column(title, justify="left" if title in ("supplier", "errors") else "right")
     for row in frame.to_dict("records"):
         errors = " ".join(f"{k}:{row[k]}" for k in ("429", "503", "5xx", "timeout", "oos",
@@ -501,8 +501,10 @@ def print_summary(run_dir: Path, console: Console) -> None:
             f"{row['sent/s']:.1f}/{row['sched/s']:.1f}", str(row["slipped"]),
             str(row["accepted"]), str(row["delivered"]), errors,
             "/".join(_ms(row[f"accept p{q} ms"]) for q in (50, 95, 99)),
-            _ms(row["deliver p95 ms"]))
+            _ms(row["deliver p95 ms"]), f"{row['writes+resolves/order']:.2f}")
     console.print(table)
+    console.print("req/ord: POSTs and resolution GETs per scheduled order (polls of held "
+                  "orders apart)")
     console.print(f"run folder: {run_dir}")
 
 

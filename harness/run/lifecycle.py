@@ -129,8 +129,6 @@ class Rules:
     max_reposts: int = 2
     max_resolve_gets: int = 3
     first_resolve_after_s: float = 0.25
-    read_attempts: int = 4
-    read_for_s: float = 30.0
     expiry_margin: timedelta = timedelta(days=30)
 
     @classmethod
@@ -574,10 +572,12 @@ class OrderLife:
         self.final_state = state
         order = self.order
         if state != "skipped":
-            taken = self.reserved  # unknown outcome: the supplier may hold it
-            if order is not None and state != "unknown" and order.amount.is_finite() \
-                    and Decimal(0) <= order.amount:
-                taken = order.amount
+            if state == "unknown":
+                taken = self.reserved  # the supplier may hold it: keep the reservation
+            elif order is None:
+                taken = Decimal(0)  # refused, or not found after the window: nothing bought
+            else:
+                taken = order.amount  # the driver guarantees finite and non-negative
             side.budget.settle(self.reserved, taken)
         side.write("order_final", client_order_id=self.client_order_id,
                    **final_fields(order, state, self.delivered_seen_at, self.deadline_at),
