@@ -88,14 +88,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_burst(args: argparse.Namespace) -> int:
     import json
+    import os
 
-    from harness.run.burst import run_burst_cli  # imports Locust: gevent patches this process
+    from harness.run.burst import run_burst, terminal  # imports Locust (gevent patches)
 
-    run_dir = run_burst_cli(
-        Path(args.scenario), results_root=Path(args.results), workers=args.workers,
-        remote_workers=args.remote_workers, master_bind=args.master_bind, web_ui=args.web_ui,
-        live=not args.no_live, simulate=Path(args.simulate) if args.simulate else None,
-        seed=args.seed)
+    options = {"results_root": Path(args.results), "workers": args.workers,
+               "remote_workers": args.remote_workers, "master_bind": args.master_bind,
+               "web_ui": args.web_ui, "live": not args.no_live}
+    if args.simulate is None:
+        run_dir = run_burst(Path(args.scenario), **options)
+    else:  # the simulator on a free loopback port, and its credentials in the environment
+        from harness.demo import fleet_env
+        from harness.simulator.process import start_simulator
+        from harness.simulator.profiles import load_fleet
+
+        out = terminal()
+        fleet = load_fleet(Path(args.simulate))
+        with start_simulator(Path(args.simulate), seed=args.seed) as sim:
+            out.print(f"simulator: {sim.url} ({len(fleet.suppliers)} suppliers)")
+            env = {**os.environ, **fleet_env(fleet, sim.url)}
+            run_dir = run_burst(Path(args.scenario), env=env, console=out, **options)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     if manifest.get("interrupted"):
         return 130

@@ -55,6 +55,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.errors import HarnessError, SafetyError, ScenarioError
+from harness.processes import stop_process
 from harness.run.budget import Budget
 from harness.run.gevent_transport import drive
 from harness.run.lifecycle import order_prefix
@@ -62,7 +63,6 @@ from harness.run.schedule import Schedule, build_schedule, concurrency_at
 from harness.run.worker import BurstWorker, LiveCounts, OrderUser, supplier_sides
 from harness.runfolder import RunFolder
 from harness.scenario import BurstPlan, Scenario, load_scenario
-from harness.simulator.process import stop_process
 
 LEAD_S = 2.0
 """t0 is this long after every worker has its plan (catalog reads, user spawning)."""
@@ -259,7 +259,8 @@ class BalanceReader:
         gevent.joinall(jobs)
 
 
-def _console() -> Console:
+def terminal() -> Console:
+    """The console bursts print to: stderr, wide enough for every column off a terminal."""
     console = Console(stderr=True)
     if not console.is_terminal:
         console.width = 140  # logs and CI: wide enough for every column
@@ -292,7 +293,7 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
     if plan is None:
         raise ScenarioError("no burst: section; add one (see scenarios/holiday-peak.yaml)",
                             path=str(scenario_path))
-    console = console or _console()
+    console = console or terminal()
     local_workers = workers if workers is not None else plan.workers
     distributed = workers is not None or plan.workers > 1 or remote_workers > 0
     expected = (local_workers if distributed else 1) + remote_workers
@@ -512,26 +513,4 @@ def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.0f}"
 
 
-def run_burst_cli(scenario: Path, *, results_root: Path, workers: int | None,
-                  remote_workers: int, master_bind: str | None, web_ui: str | None,
-                  live: bool, simulate: Path | None, seed: int | None) -> Path:
-    """The ``burst`` command: optionally start the simulator first, then run the burst."""
-    if simulate is None:
-        return run_burst(scenario, results_root=results_root, workers=workers,
-                         remote_workers=remote_workers, master_bind=master_bind,
-                         web_ui=web_ui, live=live)
-    from harness.demo import fleet_env
-    from harness.simulator.process import start_simulator
-    from harness.simulator.profiles import load_fleet
-
-    console = _console()
-    fleet = load_fleet(simulate)
-    with start_simulator(simulate, seed=seed) as sim:
-        console.print(f"simulator: {sim.url} ({len(fleet.suppliers)} suppliers)")
-        env = {**os.environ, **fleet_env(fleet, sim.url)}
-        return run_burst(scenario, results_root=results_root, env=env, workers=workers,
-                         remote_workers=remote_workers, master_bind=master_bind,
-                         web_ui=web_ui, live=live, console=console)
-
-
-__all__ = ["BurstShape", "Hub", "percentile", "print_summary", "run_burst", "run_burst_cli"]
+__all__ = ["BurstShape", "Hub", "percentile", "print_summary", "run_burst", "terminal"]

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from harness.errors import SimulatorStartError
+from harness.processes import stop_process
 
 _URL_RE = re.compile(r"listening on (http://\S+)")
 
@@ -71,17 +72,6 @@ class SimulatorProcess:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 5 s; returns once the process is gone."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def start_simulator(profiles: Path, seed: int | None = None,
