@@ -44,7 +44,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +117,8 @@ class _AckedSocket(socket.socket):
     def sendall(self, *args: Any, **kwargs: Any) -> None:
         self.marks.wrote()
         super().sendall(*args, **kwargs)
-        if self.ack == "delayed":
-            set_quickack(self, False)
+        if self.ack != "default":  # quick: leave delayed-ACK mode before the answer comes
+            set_quickack(self, self.ack == "quick")
 
 
 def run_bare(url: str, ack: str, n: int, gap_s: float, warmup: int) -> list[list[float]]:
@@ -181,8 +180,8 @@ def httpx_wire_client(ack: str = "quick", marks: WireMarks | None = None,
         async def write(self, buffer: bytes, timeout: float | None = None) -> None:
             wire.wrote()
             await self._inner.write(buffer, timeout)
-            if ack == "delayed":
-                set_quickack(self._sock, False)
+            if ack != "default":  # quick: leave delayed-ACK mode before the answer comes
+                set_quickack(self._sock, ack == "quick")
 
         async def aclose(self) -> None:
             await self._inner.aclose()
@@ -297,8 +296,8 @@ def fasthttp_wire(session: Any, ack: str = "quick", marks: WireMarks | None = No
         def sendall(self, *args: Any) -> None:
             wire.wrote()
             self._sock.sendall(*args)
-            if ack == "delayed":
-                set_quickack(self._sock, False)
+            if ack != "default":  # quick: leave delayed-ACK mode before the answer comes
+                set_quickack(self._sock, ack == "quick")
 
         def fileno(self) -> int:
             return int(self._sock.fileno())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from typing import TypeVar
 
@@ -22,6 +23,32 @@ from harness.drivers.base import HttpRequest, HttpResponse
 from harness.run.lifecycle import Send, Steps
 
 T = TypeVar("T")
+
+TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+"""Linux only; elsewhere the delayed-ACK stall (below) is not corrected."""
+
+
+def set_quickack(sock: object) -> None:
+    """Ask the kernel to acknowledge at once what arrives next on ``sock``.
+
+    Latency is the supplier's, the same in both modes: some servers write the headers and
+    the body of an answer in two sends without TCP_NODELAY, and Nagle then holds the body
+    until the client acknowledges the headers. A keep-alive client whose kernel delays its
+    ACKs (Linux does on a busy connection; not on one that sat idle) waits about 40 ms for
+    every such answer, so the figure would depend on how the harness paces its own
+    requests. Quick ACKs make every answer arrive as the supplier sent it; see
+    ``bench/LATENCY_PARITY.md``. Not sticky: set again after each read.
+    """
+    if TCP_QUICKACK is not None:
+        with contextlib.suppress(OSError, AttributeError, ValueError, TypeError):
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)  # type: ignore[attr-defined]
+
+
+async def _quickack_hook(response: httpx.Response) -> None:
+    """After the headers arrive, ACK at once, so a body sent separately is not held."""
+    stream = response.extensions.get("network_stream")
+    if stream is not None:
+        set_quickack(stream.get_extra_info("socket"))
 
 
 class AsyncTransport:
@@ -34,6 +61,7 @@ class AsyncTransport:
                                 max_keepalive_connections=max_connections),
             trust_env=False,  # never route loopback traffic through a proxy from the env
             follow_redirects=False,  # a redirect would carry signed requests elsewhere
+            event_hooks={"response": [_quickack_hook]},
         )
 
     async def send(self, request: HttpRequest) -> HttpResponse:

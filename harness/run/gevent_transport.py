@@ -19,9 +19,76 @@ import gevent.event
 from locust.contrib.fasthttp import FastHttpSession
 
 from harness.drivers.base import HttpRequest, HttpResponse
+from harness.run.async_transport import set_quickack
 from harness.run.lifecycle import Send, Steps
 
 T = TypeVar("T")
+
+
+class _QuickAckSocket:
+    """A socket that acknowledges at once after every read (see ``set_quickack``)."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def recv(self, *args: Any) -> bytes:
+        data: bytes = self._sock.recv(*args)
+        if data:
+            set_quickack(self._sock)
+        return data
+
+    def recv_into(self, *args: Any) -> int:
+        count: int = self._sock.recv_into(*args)
+        if count:
+            set_quickack(self._sock)
+        return count
+
+    def sendall(self, *args: Any) -> None:
+        self._sock.sendall(*args)
+        set_quickack(self._sock)  # leave delayed-ACK mode before the answer comes
+
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+_QUICK_POOLS: dict[type, type] = {}
+
+
+def _quick_pool_class(base: type) -> type:
+    if base not in _QUICK_POOLS:
+        def _create_socket(self: Any) -> Any:
+            return _QuickAckSocket(base._create_socket(self))  # type: ignore[attr-defined]
+        _QUICK_POOLS[base] = type(f"QuickAck{base.__name__}", (base,),
+                                  {"_create_socket": _create_socket})
+    return _QUICK_POOLS[base]
+
+
+def quick_ack(session: FastHttpSession) -> FastHttpSession:
+    """Make ``session``'s sockets acknowledge at once, as the trial's httpx client does,
+    so both modes measure the supplier's latency the same way.
+
+    geventhttpclient has no public hook for its sockets: this swaps the session's client
+    pool for one whose connection pools wrap each new socket (private attributes of
+    geventhttpclient 2.x; if they change, the session is left as it is).
+    """
+    from geventhttpclient.client import HTTPClientPool
+
+    class QuickAckClientPool(HTTPClientPool):
+        def get_client(self, url: Any) -> Any:
+            client = super().get_client(url)
+            pool = getattr(client, "_connection_pool", None)
+            if pool is not None and type(pool) not in _QUICK_POOLS.values():
+                pool.__class__ = _quick_pool_class(type(pool))
+            return client
+
+    agent = getattr(session, "client", None)
+    pool = getattr(agent, "clientpool", None)
+    if pool is not None and hasattr(pool, "client_args"):
+        agent.clientpool = QuickAckClientPool(**pool.client_args)  # type: ignore[union-attr]
+    return session
 
 
 def send_request(session: FastHttpSession, request: HttpRequest, name: str) -> HttpResponse:

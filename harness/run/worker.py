@@ -52,7 +52,7 @@ from harness.drivers.reference import ReferenceIssuer, build_driver
 from harness.events import format_event
 from harness.run.budget import Budget, RetryBudget
 from harness.run.callbacks import GeventCallbackReceiver, RawCallback
-from harness.run.gevent_transport import drive, send_request
+from harness.run.gevent_transport import drive, quick_ack, send_request
 from harness.run.lifecycle import OrderLife, Rules, Send, SupplierSide, callback_supplier
 from harness.run.schedule import Arrival, build_schedule
 from harness.runfolder import earlier_code_hashes
@@ -231,10 +231,10 @@ class BurstWorker:
             self.suppliers[config.name] = burst
         OrderUser.network_timeout = plan.request_timeout_s
         OrderUser.connection_timeout = plan.request_timeout_s
-        self.session = FastHttpSession(
+        self.session = quick_ack(FastHttpSession(
             base_url=None, request_event=self.environment.events.request, user=None,
             network_timeout=plan.request_timeout_s, connection_timeout=plan.request_timeout_s,
-            max_retries=0, concurrency=FOLLOW_POOL_CONNECTIONS)
+            max_retries=0, concurrency=FOLLOW_POOL_CONNECTIONS))
         if plan.delivery in ("callback", "both"):
             self.receiver = GeventCallbackReceiver(self.on_callback, on_reject=self._rejected)
             base = self.receiver.start()
@@ -438,6 +438,7 @@ class OrderUser(FastHttpUser):
 
     def on_start(self) -> None:
         self.supplier: SupplierBurst | None = None
+        quick_ack(self.client)
 
     @task
     def next_order(self) -> None:
