@@ -60,6 +60,27 @@ def final_fields(order: Order | None, state: str, delivered_seen_at: float | Non
     }
 
 
+def error_bucket(kind: str, status: int) -> str:
+    """The error column of a failed request in the live view, the timeline and the
+    burst summary (written here so writers and readers share it)."""
+    if status == 429:
+        return "429"
+    if status == 503:
+        return "503"
+    if status >= 500:
+        return "5xx"
+    if status == 0:
+        return "timeout" if kind == "timeout" else "connect"
+    if "out_of_stock" in kind:
+        return "out_of_stock"
+    if status == 402:
+        return "balance"
+    if 200 <= status < 300:
+        return "bad_response"
+    return "other"
+
+
+
 class EventLog:
     """Append-only JSON-lines writer; thread-safe, flushed on every event."""
 

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import ResultsError
-from harness.events import read_events
+from harness.events import error_bucket, read_events
 
 RESULTS_ROOT = Path("results")
 
@@ -349,15 +349,8 @@ _ERROR_COLUMNS = {"429": "err_429", "503": "err_503", "5xx": "err_5xx",
 
 
 def _error_column(kind: str, status: int) -> str | None:
-    if status == 429:
-        return "err_429"
-    if status == 503:
-        return "err_503"
-    if status >= 500:
-        return "err_5xx"
-    if status == 0:
-        return "err_timeout" if kind == "timeout" else None
-    return "err_out_of_stock" if "out_of_stock" in kind else None
+    """The timeline column of a failed request (:func:`harness.events.error_bucket`)."""
+    return _ERROR_COLUMNS.get(error_bucket(kind, status))
 
 
 class _TimelineBuilder:

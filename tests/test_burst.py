@@ -138,7 +138,9 @@ def test_capacity_limit_collapses_while_healthy_holds(single: Burst) -> None:
     assert healthy[["err_503", "err_5xx", "err_429", "err_timeout"]].to_numpy().sum() == 0
     low = tiny[tiny["second"] < 2]["acceptance_p95_ms"].max()
     peak = tiny[tiny["second"] >= 4]["acceptance_p95_ms"].max()
-    assert peak > 2 * low and peak > 200
+    # the fleet adds 30 ms per order in flight up to 6 (about 185 ms at the cap); the peak
+    # is no longer inflated by late re-sends, which the harness no longer makes
+    assert peak > low + 60 and peak > 150
     assert healthy["acceptance_p95_ms"].max() < 150
 
 

@@ -62,7 +62,7 @@ from harness.drivers.base import (
     supersedes,
 )
 from harness.drivers.reference import ReferenceDriver, ReferenceIssuer
-from harness.events import accepted_fields, final_fields
+from harness.events import accepted_fields, error_bucket, final_fields
 from harness.run.budget import Budget, RetryBudget
 
 T = TypeVar("T")
@@ -188,25 +188,6 @@ def backoff_s(attempt: int, rng: random.Random, base_s: float = 0.25,
 def is_not_found(failure: Failure) -> bool:
     """The supplier says it holds no such order (404, with or without an error code)."""
     return failure.status == 404
-
-
-def error_bucket(kind: str, status: int) -> str:
-    """The live view's (and the timeline's) error column for a failed request."""
-    if status == 429:
-        return "429"
-    if status == 503:
-        return "503"
-    if status >= 500:
-        return "5xx"
-    if status == 0:
-        return "timeout" if kind == "timeout" else "connect"
-    if "out_of_stock" in kind:
-        return "out_of_stock"
-    if status == 402:
-        return "balance"
-    if 200 <= status < 300:
-        return "bad_response"
-    return "other"
 
 
 def read_steps(build: Callable[[], HttpRequest], parse: Callable[[HttpResponse], Result[T]],
@@ -794,4 +775,4 @@ def callback_supplier(path: str) -> str | None:
 
 __all__ = ["PURPOSES", "OrderLife", "RefundLife", "Rules", "Send", "Step", "Steps",
            "SupplierSide", "Wait", "attribute_credit", "backoff_s", "callback_supplier",
-           "error_bucket", "order_prefix", "parse_guarded", "read_steps", "retry_after_s"]
+           "order_prefix", "parse_guarded", "read_steps", "retry_after_s"]
