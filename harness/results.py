@@ -9,17 +9,25 @@ Events the tables are built from (fields beyond ``t``/``type``):
 
 - ``order_planned``: mode, worker, supplier, client_order_id, sku, quantity, intended_at
   (Unix s), deadline_s, listed_price, sale_price, face_value. Written *before* sending.
-- ``order_attempt``: supplier, client_order_id, attempt (1-based), method (POST or GET).
-- ``order_error``: supplier, client_order_id, kind, status, phase (place or follow).
+- ``order_attempt``: supplier, client_order_id, attempt (1-based), method (POST or GET),
+  purpose (place, repost, resolve, poll, final_look; see ``harness.run.lifecycle``).
+  Written before the request is sent.
+- ``order_error``: supplier, client_order_id, kind, status, phase (place, resolve or
+  follow).
 - ``order_accepted``: supplier, client_order_id, status (201 or 200), supplier_order_id,
   state, unit_price, amount, via (post, or get after an unknown outcome).
 - ``order_observed``: supplier, client_order_id, state, updated_at, source (post, poll,
   callback).
 - ``order_final``: supplier, client_order_id, state, last_state, amount, unit_price,
   codes_delivered, delivered_at (supplier's time, RFC 3339 or null), failure_reason,
-  within_deadline, delivered_seen_at (Unix s or null), skipped (cap or null).
+  within_deadline, delivered_seen_at (Unix s or null), skipped (cap or null), accepted,
+  resolution (refused:<kind>, unknown_outcome, not_found_after_window, or null),
+  interrupted.
 - ``code_checked``: supplier, client_order_id, sku, and the fields of ``CodeCheck``.
-- ``code_redeemed``: supplier, client_order_id, code_hash, status.
+- ``code_redeemed``: supplier, client_order_id, code_hash, status; ``redeem_attempt``
+  (supplier, client_order_id, code_hash) is written before the redeem is sent.
+- ``refund_attempt``: supplier, client_order_id, reason; written before the refund
+  request is sent.
 - ``refund_requested`` / ``refund_final``: see the refunds table.
 - ``balance_read``: supplier, phase (before, after_orders, after_refunds), balance.
 - ``callback_received``: supplier, client_order_id, verdict (accepted, stale, forged, bad).
@@ -439,6 +447,8 @@ def burst_summary(run_dir: Path) -> pd.DataFrame:
     orders = pd.read_parquet(run_dir / "orders.parquet")
     timeline = pd.read_parquet(run_dir / "timeline.parquet")
     orders = orders[orders["mode"] == "burst"]
+    codes = pd.read_parquet(run_dir / "codes.parquet")
+    suppliers = pd.read_parquet(run_dir / "suppliers.parquet").set_index("supplier")
     duration = max(1, int((timeline.groupby("second")["scheduled"].sum() > 0).sum())) \
         if len(timeline) else 1
     rows = []
@@ -463,6 +473,11 @@ def burst_summary(run_dir: Path) -> pd.DataFrame:
             "accept p95 ms": float(mine["acceptance_ms"].quantile(0.95)),
             "accept p99 ms": float(mine["acceptance_ms"].quantile(0.99)),
             "deliver p95 ms": float(mine["delivery_ms"].quantile(0.95)),
+            "codes checked": int((codes["supplier"] == supplier).sum()),
+            "bad codes": codes[(codes["supplier"] == supplier) & (codes["verdict"] != "valid")]
+            ["verdict"].value_counts().to_dict(),
+            "hidden fee/order": float(suppliers["hidden_fee_per_order"].get(supplier,
+                                                                            float("nan"))),
         })
     return pd.DataFrame(rows)
 

@@ -350,3 +350,28 @@ def test_callbacks_for_unknown_orders_and_forgeries_are_recorded() -> None:
                                                                    "bad"]
 
 
+
+
+def test_callback_settles_an_unknown_outcome() -> None:
+    """A POST answered 500, then a callback saying the order succeeded: the order is
+    accepted via the callback, with no resolution GET and no second POST."""
+    script = Script([("place", err(500, "internal_error"))],
+                    callbacks=[(0.1, order_json("success", updated_s=0.1))])
+    supplier, log = side(script)
+    life = supplier.new_order("o-1", PRODUCT, T0)
+    steps = life.steps(check_codes=False)
+    first = next(steps)
+    assert isinstance(first, Send) and first.purpose == "place"
+    step = steps.send(script.answers.pop(0)[1])
+    assert isinstance(step, Wait) and step.news
+    body = json.dumps({"event": "order.updated", "order": order_json(updated_s=0.1)}).encode()
+    headers = protocol.signed_headers("k", "s", "POST", "/callbacks/acme", body)
+    script.now = T0 + 0.1
+    assert supplier.on_callback("POST", "/callbacks/acme", headers, body) == 200
+    try:
+        steps.send(None)
+        raise AssertionError("the order should be settled")
+    except StopIteration as stop:
+        assert stop.value == "success"
+    assert log.of("order_accepted")[0]["via"] == "callback"
+    assert final(log)["state"] == "success"

@@ -263,7 +263,7 @@ def terminal() -> Console:
     """The console bursts print to: stderr, wide enough for every column off a terminal."""
     console = Console(stderr=True)
     if not console.is_terminal:
-        console.width = 140  # logs and CI: wide enough for every column
+        console.width = 180  # logs and CI: wide enough for every column
     return console
 
 
@@ -492,7 +492,7 @@ def print_summary(run_dir: Path, console: Console) -> None:
     console.print()
     table = Table(title=f"burst summary: {run_dir.name}", padding=(0, 1))
     for title in ("supplier", "sent/sched", "per s", "slip", "acc", "dlv", "errors",
-                  "p50/p95/p99 acc ms", "p95 dlv ms", "req/ord"):
+                  "p50/p95/p99 acc ms", "p95 dlv ms", "req/ord", "bad codes", "fee"):
         table.add_column(title, justify="left" if title in ("supplier", "errors") else "right")
     for row in frame.to_dict("records"):
         errors = " ".join(f"{k}:{row[k]}" for k in ("429", "503", "5xx", "timeout", "oos",
@@ -502,11 +502,23 @@ def print_summary(run_dir: Path, console: Console) -> None:
             f"{row['sent/s']:.1f}/{row['sched/s']:.1f}", str(row["slipped"]),
             str(row["accepted"]), str(row["delivered"]), errors,
             "/".join(_ms(row[f"accept p{q} ms"]) for q in (50, 95, 99)),
-            _ms(row["deliver p95 ms"]), f"{row['writes+resolves/order']:.2f}")
+            _ms(row["deliver p95 ms"]), f"{row['writes+resolves/order']:.2f}",
+            _bad_codes(row["bad codes"], row["codes checked"]),
+            "-" if math.isnan(row["hidden fee/order"]) else f"{row['hidden fee/order']:.2f}")
     console.print(table)
     console.print("req/ord: POSTs and resolution GETs per scheduled order (polls of held "
-                  "orders apart)")
+                  "orders apart); bad codes: of codes checked; fee: hidden fee per order, "
+                  "from the balance")
     console.print(f"run folder: {run_dir}")
+
+
+def _bad_codes(bad: dict[str, int], checked: int) -> str:
+    from harness.summary import SHORT_VERDICT
+
+    if not checked:
+        return "-"
+    found = ", ".join(f"{SHORT_VERDICT.get(k, k)} {v}" for k, v in sorted(bad.items()))
+    return f"{found or 'none'} of {checked}"
 
 
 def _ms(value: float) -> str:

@@ -299,7 +299,13 @@ class SupplierSide:
             self.write("callback_received", client_order_id=event.order.client_order_id,
                        verdict="unknown_order", event=event.event, worker=self.worker)
             return 200
-        accepted = life.offer(event.order, "callback")
+        if life.asking and not life.accepted and life.final_state is None:
+            # a callback about an order whose POST had no readable answer: the supplier
+            # holds it, which ends the asking
+            life._accepted(HttpResponse(200, {}, b""), event.order, "callback")
+            accepted = True
+        else:
+            accepted = life.offer(event.order, "callback")
         if event.order.refund is not None and life.client_order_id in self.refunds:
             self.refunds[life.client_order_id].seen(event.order.refund)
         self.write("callback_received", client_order_id=life.client_order_id,
@@ -328,6 +334,9 @@ class OrderLife:
     reserved: Decimal = Decimal(0)
     final_state: str | None = None
     resolution: str | None = None
+    asking: bool = False
+    """Resolving an unknown outcome: a callback then proves the supplier holds the order
+    (while the POST is in flight, its answer decides acceptance, as a merchant sees it)."""
     codes: tuple[Code, ...] = ()
     checks: list[CodeCheck] = field(default_factory=list)
     wake: Callable[[], None] = field(default=lambda: None)
@@ -365,12 +374,13 @@ class OrderLife:
         return True
 
     def _accepted(self, response: HttpResponse, order: Order, via: str) -> None:
+        """The supplier holds the order: learnt from the POST, a GET or a callback."""
         side = self.side
         self.accepted = True
         side.write("order_accepted", client_order_id=self.client_order_id,
                    **accepted_fields(order, response.status, via))
         side.count("accepted", (side.clock() - self.intended_at) * 1000)
-        self.offer(order, "post" if via == "post" else "poll")
+        self.offer(order, {"post": "post", "callback": "callback"}.get(via, "poll"))
 
     def _attempt(self, attempt: int, method: str, purpose: str) -> None:
         self.side.write("order_attempt", client_order_id=self.client_order_id,
@@ -448,6 +458,7 @@ class OrderLife:
             self._error(result, "place", first_post=attempt == 1)
             if 200 <= response.status < 300 or result.outcome_unknown:
                 self.resolution = "unknown_outcome"
+                self.asking = True
                 return (yield from self.resolve(sent_at))
             if result.status != 429:
                 self.resolution = f"refused:{result.kind}"
@@ -477,7 +488,11 @@ class OrderLife:
         gets = 0
         denied = False
         while gets < rules.max_resolve_gets and ask_at <= give_up:
-            yield Wait(ask_at)
+            yield Wait(ask_at, news=True)
+            if self.accepted:
+                return "accepted"  # a callback said the supplier holds it
+            if side.clock() < ask_at:
+                continue  # woken by news that did not settle it: wait on
             if not side.retry.allow():
                 denied = True
                 # the budget is spent: wait for it to grow with new orders, never buy again
