@@ -54,6 +54,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from harness.codes import load_code_key
 from harness.errors import HarnessError, SafetyError, ScenarioError
 from harness.processes import stop_process
 from harness.run.budget import Budget
@@ -367,6 +368,7 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
             "scenario_name": scenario_path.name, "order_prefix": prefix,
             "run_id": folder.path.name, "count": expected,
             "results_root": str(results_root.resolve())}
+        load_code_key(results_root)  # made once here, before workers race to make it
         balances = BalanceReader(scenario, plan, folder, schedule)
         balances.read("before")
         if isinstance(runner, MasterRunner):
