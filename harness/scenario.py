@@ -440,8 +440,10 @@ class RetryPlan(BaseModel):
 
     model_config = _CONFIG
 
-    ratio: float = Field(default=0.2, ge=0, le=1, allow_inf_nan=False)
-    """Extra requests allowed per order placed, on average (0–1; 0.2 = 20%)."""
+    ratio: float = Field(default=0.4, ge=0, le=1, allow_inf_nan=False)
+    """Extra requests allowed per order placed, on average (0–1; 0.4 = 40%): with the
+    reserve, at most about 1.5 requests (writes and resolution GETs) per order reach a
+    supplier that refuses everything with 5xx."""
     reserve: int = Field(default=10, ge=0, le=1000)
     """Extra requests allowed before any order has been placed."""
     max_reposts: int = Field(default=2, ge=0, le=10)

@@ -375,3 +375,15 @@ def test_callback_settles_an_unknown_outcome() -> None:
         assert stop.value == "success"
     assert log.of("order_accepted")[0]["via"] == "callback"
     assert final(log)["state"] == "success"
+
+
+def test_tight_retry_budget_asks_once_after_the_window() -> None:
+    """With the retry budget nearly spent, an unknown outcome is asked about once, after
+    the not-found window, where a 404 settles it as refused with a single GET."""
+    script = Script([("place", err(503, "overloaded")),
+                     ("resolve", err(404, "order_not_found"))])
+    supplier, log = side(script, retry=RetryBudget(0.0, 2))
+    life = supplier.new_order("o-1", PRODUCT, T0)
+    assert script.run(life.steps(check_codes=False), life) == "failed"
+    assert script.sent[1][0] >= T0 + RULES.unknown_window_s
+    assert final(log)["resolution"] == "not_found_after_window"

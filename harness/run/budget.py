@@ -50,6 +50,10 @@ class RetryBudget:
         """An order's first POST: the budget grows by ``ratio``."""
         self.first += 1
 
+    def room(self) -> float:
+        """Extra requests the budget would allow now."""
+        return self.reserve + self.ratio * self.first - self.extra
+
     def allow(self) -> bool:
         """Take one extra request if the budget has room; count a denial otherwise."""
         if self.extra + 1 > self.reserve + self.ratio * self.first:

@@ -478,13 +478,16 @@ class OrderLife:
             self._attempt(attempt, "POST", "repost")
 
     def resolve(self, sent_at: float) -> Steps[str]:
-        """Ask by client order id after an unknown outcome: soon, then once the not-found
-        window has passed. ``accepted``, ``failed`` (404 after the window) or ``unknown``."""
+        """Ask by client order id after an unknown outcome: soon (unless the retry budget
+        is tight), then once the not-found window has passed. ``accepted``, ``failed``
+        (404 after the window) or ``unknown``."""
         side = self.side
         rules = side.rules
         window_end = sent_at + rules.unknown_window_s
         give_up = window_end + rules.unknown_window_s  # money outranks the follow time
         ask_at = min(side.clock() + rules.first_resolve_after_s, window_end)
+        if side.retry.room() < rules.max_resolve_gets:
+            ask_at = window_end  # budget tight: ask once, when a 404 is conclusive
         gets = 0
         denied = False
         while gets < rules.max_resolve_gets and ask_at <= give_up:
