@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -92,3 +92,34 @@ def test_unreachable_and_https_are_failed_deliveries() -> None:
             await client.post("https://127.0.0.1:9/x", b"{}", {}, 1.0)
 
     asyncio.run(main())
+
+
+def test_receiver_reads_chunked_bodies_and_caps_their_size() -> None:
+    """A chunked callback body arrives whole; one over the body cap is refused with 413
+    and the rejection is reported, not passed to the handler."""
+    import httpx
+
+    seen: list[bytes] = []
+    rejected: list[str] = []
+
+    def handler(raw: RawCallback) -> int:
+        seen.append(raw.body)
+        return 200
+
+    async def chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+
+    async def main() -> tuple[int, int]:
+        receiver = CallbackReceiver(handler, max_body=1000,
+                                    on_reject=lambda reason, path: rejected.append(reason))
+        async with receiver, httpx.AsyncClient(trust_env=False) as client:
+            ok = await client.post(f"{receiver.url}/callbacks/x",
+                                   content=chunks([b'{"a":', b' 1', b"}"]))
+            big = await client.post(f"{receiver.url}/callbacks/x",
+                                    content=chunks([b"x" * 600, b"y" * 600]))
+            return ok.status_code, big.status_code
+
+    assert asyncio.run(main()) == (200, 413)
+    assert seen == [b'{"a": 1}']
+    assert rejected == ["too_large"]

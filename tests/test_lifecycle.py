@@ -21,12 +21,12 @@ from harness import protocol
 from harness.drivers.base import Credentials, HttpResponse
 from harness.drivers.reference import ReferenceDriver, parse_order_body
 from harness.run.budget import Budget, RetryBudget
-from harness.run.lifecycle import OrderLife, Rules, Send, Steps, SupplierSide, Wait
+from harness.run.lifecycle import PURPOSES, OrderLife, Rules, Send, Steps, SupplierSide, Wait
 from harness.scenario import ProductConfig
 
 T0 = 1_800_000_000.0
 PRODUCT = ProductConfig(sku="card-10", face_value=Decimal("10.00"), sale_price=Decimal("10.00"))
-RULES = Rules(deadline_s=5, follow_s=10, unknown_window_s=4, poll=True, callbacks=False,
+RULES = Rules(deadline_s=5, follow_s=10, unknown_window_s=4, poll=True,
               poll_initial_s=0.2, poll_max_s=1.0, poll_factor=2.0, max_reposts=2,
               max_resolve_gets=3, first_resolve_after_s=0.25)
 
@@ -92,6 +92,7 @@ class Script:
             step = next(steps)
             while True:
                 if isinstance(step, Send):
+                    assert step.purpose in PURPOSES, step.purpose
                     self.sent.append((self.now, step.purpose, step))
                     assert self.answers, f"unscripted {step.purpose} at t+{self.now - T0:.2f}"
                     purpose, response = self.answers.pop(0)
@@ -261,26 +262,31 @@ def test_polls_back_off_until_final() -> None:
 
 
 def test_callbacks_repeated_and_out_of_order() -> None:
-    """With callbacks only, a success then an older 'processing' and a repeat: the order
-    stays success, and the stale views are not taken."""
-    rules = Rules(deadline_s=5, follow_s=10, unknown_window_s=4, poll=False, callbacks=True)
+    """With callbacks only: 'processing', then an older 'submitted' (out of order), the
+    same 'processing' again (repeated), then 'success' and a late older 'processing'. Only
+    the newer views are taken, and the final state never goes back."""
+    rules = Rules(deadline_s=5, follow_s=10, unknown_window_s=4, poll=False)
     state, life, script, log = run_order(
         [("place", placed("submitted", updated_s=0))], rules=rules,
-        callbacks=[(1.0, order_json("success", updated_s=2)),
-                   (1.5, order_json("processing", updated_s=1.5)),
-                   (2.0, order_json("success", updated_s=2))])
+        callbacks=[(0.5, order_json("processing", updated_s=1.0)),
+                   (0.6, order_json("submitted", updated_s=0.5)),
+                   (0.7, order_json("processing", updated_s=1.0)),
+                   (1.0, order_json("success", updated_s=2)),
+                   (1.5, order_json("processing", updated_s=1.5))])
     assert state == "success"
-    assert [e["source"] for e in log.of("order_observed")] == ["post", "callback"]
-    assert script.callbacks == [(1.5, order_json("processing", updated_s=1.5)),
-                                (2.0, order_json("success", updated_s=2))]
+    observed = [(e["source"], e["state"]) for e in log.of("order_observed")]
+    assert observed == [("post", "submitted"), ("callback", "processing"),
+                        ("callback", "success")]
+    assert not script.sent[1:]  # callbacks alone: no GET was needed
+    assert script.callbacks == [(1.5, order_json("processing", updated_s=1.5))]
     assert life.offer(parse_order_body(order_json("processing", updated_s=1.5)),
                       "callback") is False
-    assert life.offer(parse_order_body(order_json("success", updated_s=2)), "callback") is False
+    assert life.order is not None and life.order.state.value == "success"
 
 
 def test_callbacks_only_take_a_last_look_at_the_deadline() -> None:
     """With callbacks only and none arriving, one GET at the end records the real state."""
-    rules = Rules(deadline_s=5, follow_s=10, unknown_window_s=4, poll=False, callbacks=True)
+    rules = Rules(deadline_s=5, follow_s=10, unknown_window_s=4, poll=False)
     state, _, script, _ = run_order([("place", placed("processing", updated_s=0)),
                                      ("final_look", placed("success", status=200))],
                                     rules=rules)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 
 import gevent
 import gevent.event
+from geventhttpclient.client import HTTPClientPool
 from locust.contrib.fasthttp import FastHttpSession
 
 from harness.drivers.base import HttpRequest, HttpResponse
@@ -56,6 +57,17 @@ def _quick_pool_class(base: type) -> type:
     return _QUICK_POOLS[base]
 
 
+class _QuickAckClientPool(HTTPClientPool):
+    """geventhttpclient's client pool whose connection pools wrap each new socket."""
+
+    def get_client(self, url: Any) -> Any:
+        client = super().get_client(url)
+        pool = getattr(client, "_connection_pool", None)
+        if pool is not None and type(pool) not in _QUICK_POOLS.values():
+            pool.__class__ = _quick_pool_class(type(pool))
+        return client
+
+
 def quick_ack(session: FastHttpSession) -> FastHttpSession:
     """Make ``session``'s sockets acknowledge at once, as the trial's httpx client does,
     so both modes measure the supplier's latency the same way.
@@ -64,20 +76,10 @@ def quick_ack(session: FastHttpSession) -> FastHttpSession:
     pool for one whose connection pools wrap each new socket (private attributes of
     geventhttpclient 2.x; if they change, the session is left as it is).
     """
-    from geventhttpclient.client import HTTPClientPool
-
-    class QuickAckClientPool(HTTPClientPool):
-        def get_client(self, url: Any) -> Any:
-            client = super().get_client(url)
-            pool = getattr(client, "_connection_pool", None)
-            if pool is not None and type(pool) not in _QUICK_POOLS.values():
-                pool.__class__ = _quick_pool_class(type(pool))
-            return client
-
-    agent = getattr(session, "client", None)
+    agent: Any = getattr(session, "client", None)
     pool = getattr(agent, "clientpool", None)
     if pool is not None and hasattr(pool, "client_args"):
-        agent.clientpool = QuickAckClientPool(**pool.client_args)  # type: ignore[union-attr]
+        agent.clientpool = _QuickAckClientPool(**pool.client_args)
     return session
 
 

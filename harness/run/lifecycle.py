@@ -121,7 +121,7 @@ class Rules:
     """Follow each order this long after its intended start."""
     unknown_window_s: float
     poll: bool
-    callbacks: bool
+    """Poll held orders (else only callbacks, and one last look at the end)."""
     poll_initial_s: float = 0.2
     poll_max_s: float = 2.0
     poll_factor: float = 1.5
@@ -138,7 +138,6 @@ class Rules:
         return cls(deadline_s=plan.deadline_s, follow_s=follow_s,
                    unknown_window_s=plan.unknown_outcome_window_s,
                    poll=plan.delivery in ("poll", "both"),
-                   callbacks=plan.delivery in ("callback", "both"),
                    poll_initial_s=plan.poll.initial_interval_s,
                    poll_max_s=plan.poll.max_interval_s, poll_factor=plan.poll.backoff_factor,
                    quantity=plan.quantity, max_reposts=retries.max_reposts,
@@ -149,16 +148,21 @@ class Rules:
 # ---------------------------------------------------------------------------- answers
 
 
+def guarded(call: Callable[[], Result[T]], status: int = 0) -> Result[T]:
+    """``call()``, with anything it raises turned into a ``bad_response`` failure:
+    whatever a supplier sends is data on that request, never a crash."""
+    try:
+        return call()
+    except RecursionError:
+        return Failure("bad_response", status, "answer nested too deeply")
+    except Exception as exc:  # a supplier's garbage must not end the run
+        return Failure("bad_response", status, f"{type(exc).__name__}: {exc}"[:200])
+
+
 def parse_guarded(parse: Callable[[HttpResponse], Result[T]],
                   response: HttpResponse) -> Result[T]:
-    """``parse(response)``, with anything a parser raises turned into a ``bad_response``
-    failure: whatever a supplier sends is data on that request, never a crash."""
-    try:
-        return parse(response)
-    except RecursionError:
-        return Failure("bad_response", response.status, "answer nested too deeply")
-    except Exception as exc:  # a supplier's garbage must not end the run
-        return Failure("bad_response", response.status, f"{type(exc).__name__}: {exc}"[:200])
+    """``parse(response)`` through :func:`guarded`."""
+    return guarded(lambda: parse(response), response.status)
 
 
 def retry_after_s(response: HttpResponse, now: float) -> float | None:
@@ -285,8 +289,7 @@ class SupplierSide:
     def on_callback(self, method: str, path: str, headers: Mapping[str, str],
                     body: bytes) -> int:
         """Verify and apply one callback; the status to answer (401 for a forgery)."""
-        event = parse_guarded(lambda _: self.driver.verify_callback(method, path, headers, body),
-                              HttpResponse(0, {}, b""))
+        event = guarded(lambda: self.driver.verify_callback(method, path, headers, body))
         if isinstance(event, Failure):
             verdict = "forged" if event.kind == "forged_callback" else "bad"
             self.write("callback_received", client_order_id="", verdict=verdict,
@@ -793,4 +796,4 @@ def callback_supplier(path: str) -> str | None:
 
 __all__ = ["PURPOSES", "OrderLife", "RefundLife", "Rules", "Send", "Step", "Steps",
            "SupplierSide", "Wait", "attribute_credit", "backoff_s", "callback_supplier",
-           "order_prefix", "parse_guarded", "read_steps", "retry_after_s"]
+           "guarded", "order_prefix", "parse_guarded", "read_steps", "retry_after_s"]

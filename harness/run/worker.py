@@ -25,7 +25,6 @@ appends them to ``events-<worker>.jsonl`` in the run folder; live counters go as
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import signal
@@ -64,8 +63,8 @@ FOLLOW_POOL_CONNECTIONS = 200
 CODE_CHECKERS = 16
 """Code checks in flight at once, once placing is done."""
 
-Send_ = Callable[[str, dict[str, Any]], None]
-logger = logging.getLogger("trialbench.burst")
+Emit = Callable[[str, dict[str, Any]], None]
+"""How a worker sends a message (``tb_events``, ``tb_stats`` ...) to the master."""
 FINAL_STATES = ("success", "partial", "failed", "refunded", "unknown", "skipped")
 
 
@@ -179,7 +178,7 @@ def supplier_sides(scenario: Scenario, plan: BurstPlan, *, log: Any, budget: Bud
 class BurstWorker:
     """This process's part of a burst; see the module docstring."""
 
-    def __init__(self, environment: Environment, send: Send_) -> None:
+    def __init__(self, environment: Environment, send: Emit) -> None:
         self.environment = environment
         self.send = send
         self.id = "w0"
