@@ -37,18 +37,23 @@ MAX_MONEY = Decimal(10) ** 12
 """No price, amount or balance in the protocol is negative or above this."""
 
 
+_MONEY_RE = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,10})?")
+
+
 def parse_money(text: object) -> Decimal:
-    """Parse a money field; raises ``ValueError`` if it is not a decimal string or number."""
-    if isinstance(text, bool) or not isinstance(text, str | int | float | Decimal):
-        raise ValueError(f"money must be a decimal string, got {text!r}")
+    """Parse a money field: a decimal string (``"98.50"``), finite, between 0 and
+    :data:`MAX_MONEY`. Anything else (a number, a list, ``"NaN"``, ``"1e999"``, ``"-5"``)
+    raises ``ValueError``: a supplier's malformed money is a protocol error."""
+    if not isinstance(text, str):
+        raise ValueError(f"money must be a decimal string, got {type(text).__name__}")
+    if not _MONEY_RE.fullmatch(text):
+        raise ValueError(f"money must be a plain decimal string, got {text[:40]!r}")
     try:
-        value = Decimal(str(text))
-    except InvalidOperation as exc:
-        raise ValueError(f"money must be a decimal string, got {text!r}") from exc
-    if not value.is_finite():
-        raise ValueError(f"money must be finite, got {text!r}")
+        value = Decimal(text)
+    except InvalidOperation as exc:  # pragma: no cover - the pattern admits only decimals
+        raise ValueError(f"money must be a decimal string, got {text[:40]!r}") from exc
     if value < 0 or value > MAX_MONEY:
-        raise ValueError(f"money must be between 0 and {MAX_MONEY}, got {text!r}")
+        raise ValueError(f"money must be between 0 and {MAX_MONEY}, got {text[:40]!r}")
     return value
 
 
@@ -63,12 +68,18 @@ def format_epoch(epoch_s: float) -> str:
     return format_time(datetime.fromtimestamp(epoch_s, UTC))
 
 
-def parse_time(text: str) -> datetime:
-    """Parse an RFC 3339 time (``Z`` or an offset) into an aware UTC datetime."""
+def parse_time(text: object) -> datetime:
+    """Parse an RFC 3339 time (``Z`` or an offset) into an aware UTC datetime; anything
+    else (a number, a list, a time without a zone) raises ``ValueError``."""
+    if not isinstance(text, str) or len(text) > 64:
+        raise ValueError(f"time must be an RFC 3339 string, got {type(text).__name__}")
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError(f"time without a zone: {text!r}")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00
+        raise ValueError(f"time out of range: {text!r}") from exc
 
 
 def now_ms() -> int:

@@ -59,13 +59,19 @@ class HttpRequest:
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
-    """What came back. ``status`` 0 means no answer (timeout or connection error)."""
+    """What came back. ``status`` 0 means no answer (timeout or connection error).
+
+    ``transport_error`` says what went wrong: with status 0, why nothing came
+    (``timeout``, ``connect_error:<name>``); with a status, why the body did not come
+    whole (``timeout``: past the request's total deadline, ``body_too_large``: over the
+    body cap) and ``body`` is empty. Either way the answer cannot be read: for a write
+    its outcome is unknown."""
 
     status: int
     headers: Mapping[str, str]
     body: bytes
     elapsed_ms: float = 0.0
-    transport_error: str | None = None  # "timeout", "connect_error", ... when status == 0
+    transport_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +90,9 @@ class Failure:
 
     @property
     def outcome_unknown(self) -> bool:
-        """For a write: the supplier may or may not have acted (5xx, or no answer)."""
-        return self.status == 0 or self.status >= 500
+        """For a write: the supplier may or may not have acted (5xx, no answer, or a
+        redirect, which is never followed: a 303 after a POST may mean it was done)."""
+        return self.status == 0 or self.status >= 500 or 300 <= self.status < 400
 
     @property
     def retryable(self) -> bool:

@@ -2,7 +2,8 @@
 
 :class:`AsyncTransport` never raises for what a supplier does: a timeout or a refused
 connection comes back as an :class:`HttpResponse` with status 0 and ``transport_error``
-set, so it becomes data in the event log. Redirects are never followed.
+set, so it becomes data in the event log. Redirects are never followed; each request has
+a total deadline and a body cap (:class:`CappedBody`, shared with the burst transport).
 
 :func:`drive` runs one lifecycle generator (:mod:`harness.run.lifecycle`): it sends each
 :class:`~harness.run.lifecycle.Send` and sleeps through each
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import socket
 import time
+import zlib
 from typing import TypeVar
 
 import httpx
@@ -51,33 +53,125 @@ async def _quickack_hook(response: httpx.Response) -> None:
         set_quickack(stream.get_extra_info("socket"))
 
 
-class AsyncTransport:
-    """One pooled httpx client for a whole trial."""
+MAX_BODY_BYTES = 1 << 20
+"""The default body cap of one answer (1 MiB), decoded; a scenario may set another."""
 
-    def __init__(self, timeout_s: float, max_connections: int = 200) -> None:
+NO_COMPRESSION = {"Accept-Encoding": "identity"}
+"""Both transports ask for plain bodies, so a body's size on the wire is its size."""
+
+
+class BodyError(Exception):
+    """A body that cannot be taken whole: ``kind`` is ``body_too_large`` or
+    ``bad_encoding``."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class CappedBody:
+    """Collects a body chunk by chunk and refuses it past ``cap`` bytes, decoded.
+
+    A supplier that compresses anyway (gzip or deflate) is decoded with the output
+    bounded too, so a small compressed bomb cannot grow past the cap in memory."""
+
+    def __init__(self, cap: int, encoding: str | None = None) -> None:
+        self._cap = cap
+        self._size = 0
+        self._parts: list[bytes] = []
+        name = (encoding or "identity").strip().lower()
+        if name in ("", "identity"):
+            self._zlib = None
+        elif name in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif name == "deflate":
+            self._zlib = zlib.decompressobj()
+        else:
+            raise BodyError("bad_encoding")
+
+    def expect(self, length: str | None) -> None:
+        """Refuse at once a body whose declared length is already over the cap."""
+        if self._zlib is None and length is not None and length.strip().isdigit() \
+                and int(length) > self._cap:
+            raise BodyError("body_too_large")
+
+    def feed(self, chunk: bytes) -> None:
+        if self._zlib is not None:
+            try:
+                chunk = self._zlib.decompress(chunk, self._cap - self._size + 1)
+            except zlib.error as exc:
+                raise BodyError("bad_encoding") from exc
+            if self._zlib.unconsumed_tail:
+                raise BodyError("body_too_large")
+        self._size += len(chunk)
+        if self._size > self._cap:
+            raise BodyError("body_too_large")
+        self._parts.append(chunk)
+
+    def body(self) -> bytes:
+        return b"".join(self._parts)
+
+
+class AsyncTransport:
+    """One pooled httpx client for a whole trial.
+
+    Each request has a total deadline of ``timeout_s`` (connecting, sending, waiting and
+    reading the whole body: a body trickled a byte at a time cannot hold it longer) and a
+    body cap of ``max_body_bytes``. Redirects are never followed. An answer whose
+    headers came but whose body did not, whole, keeps its status with ``transport_error``
+    set (``timeout``, ``body_too_large``, ``bad_encoding``, ``body_error:<name>``) and an
+    empty body: the lifecycle treats it as unreadable (a write's outcome is unknown)."""
+
+    def __init__(self, timeout_s: float, max_connections: int = 200, *,
+                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        if max_body_bytes <= 0:
+            raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+        self._timeout_s = timeout_s
+        self._max_body_bytes = max_body_bytes
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
             trust_env=False,  # never route loopback traffic through a proxy from the env
             follow_redirects=False,  # a redirect would carry signed requests elsewhere
+            headers=NO_COMPRESSION,
             event_hooks={"response": [_quickack_hook]},
         )
 
     async def send(self, request: HttpRequest) -> HttpResponse:
-        """One attempt; status 0 when there was no answer."""
+        """One attempt; status 0 when there was no answer. Never raises for the network or
+        for what the supplier sends."""
         start = time.perf_counter()
+        status, headers = 0, httpx.Headers()
+
+        def done(body: bytes = b"", error: str | None = None) -> HttpResponse:
+            return HttpResponse(status, headers, body, (time.perf_counter() - start) * 1000,
+                                error)
+
         try:
-            reply = await self._client.request(request.method, request.url,
-                                               headers=dict(request.headers),
-                                               content=request.body or None)
-        except httpx.TimeoutException:
-            return HttpResponse(0, {}, b"", (time.perf_counter() - start) * 1000, "timeout")
+            async with asyncio.timeout(self._timeout_s):
+                built = self._client.build_request(request.method, request.url,
+                                                   headers=dict(request.headers),
+                                                   content=request.body or None)
+                reply = await self._client.send(built, stream=True)
+                try:
+                    status, headers = reply.status_code, reply.headers
+                    body = CappedBody(self._max_body_bytes, headers.get("content-encoding"))
+                    body.expect(headers.get("content-length"))
+                    async for chunk in reply.aiter_raw():
+                        body.feed(chunk)
+                finally:
+                    await reply.aclose()
+        except (TimeoutError, httpx.TimeoutException):
+            return done(error="timeout")
+        except BodyError as exc:
+            return done(error=exc.kind)
         except httpx.HTTPError as exc:
-            return HttpResponse(0, {}, b"", (time.perf_counter() - start) * 1000,
-                                f"connect_error:{type(exc).__name__}")
-        return HttpResponse(reply.status_code, reply.headers, reply.content,
-                            (time.perf_counter() - start) * 1000)
+            kind = "connect_error" if status == 0 else "body_error"
+            return done(error=f"{kind}:{type(exc).__name__}")
+        except Exception as exc:  # a transport bug must be data, not a dead trial
+            return done(error=f"transport_error:{type(exc).__name__}")
+        return done(body.body())
 
     async def aclose(self) -> None:
         await self._client.aclose()

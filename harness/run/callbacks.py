@@ -6,8 +6,12 @@ installed with httpx): it takes bytes, hands every complete request to a handler
 verifies the signature with the supplier's driver and answers 2xx to acknowledge or 401
 for a forgery) and gives back the bytes to send. Chunked bodies, keep-alive and
 pipelining are h11's. A body over ``max_body`` gets 413 and the connection is closed;
-a connection idle for ``idle_s`` is closed; every rejection is passed to ``on_reject``
-so the executor can log it.
+a connection idle for ``idle_s`` (between requests, or within one: a slow-loris) or
+taking longer than ``request_s`` over one request is closed; every rejection, whatever
+its reason (``malformed``, ``too_large``, ``method``, ``handler_error``, ``idle``,
+``slow_request``, ``connection_error``, ``error``), is passed to ``on_reject`` so the
+executor can log it. A keep-alive connection that closes quietly after it was served is
+not a rejection.
 
 Two servers drive it on a free loopback port: :class:`CallbackReceiver` in the trial's
 asyncio loop, and :class:`GeventCallbackReceiver` in a burst worker (imported from
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +31,8 @@ import h11
 
 MAX_BODY = 1 << 20
 IDLE_S = 30.0
+REQUEST_S = 60.0
+"""The longest one request may take to arrive whole, from its first byte."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,18 @@ class CallbackConnection:
         self._request: h11.Request | None = None
         self._body = bytearray()
         self.closed = False
+        self.served = 0
+        """Requests answered on this connection."""
+
+    @property
+    def mid_request(self) -> bool:
+        """A request has begun (a byte of it came) and is not yet answered."""
+        return self._h11.their_state is h11.SEND_BODY or (
+            self._h11.their_state is h11.IDLE and bool(self._h11.trailing_data[0]))
+
+    def reject(self, reason: str) -> None:
+        """Report a refusal the server made itself (idle, too slow, broken connection)."""
+        self._on_reject(reason, self._path())
 
     def feed(self, data: bytes) -> bytes:
         """Take bytes from the peer (b"" at its end of stream); the bytes to send back.
@@ -80,6 +99,10 @@ class CallbackConnection:
                 break
             if isinstance(event, h11.Request):
                 self._request, self._body = event, bytearray()
+                declared = dict(event.headers).get(b"content-length", b"")
+                if declared.isdigit() and int(declared) > self._max_body:
+                    self._on_reject("too_large", self._path())
+                    out += self._answer(413, close=True)
             elif isinstance(event, h11.Data):
                 self._body += event.data
                 if len(self._body) > self._max_body:
@@ -87,6 +110,7 @@ class CallbackConnection:
                     out += self._answer(413, close=True)
             elif isinstance(event, h11.EndOfMessage):
                 out += self._answer(self._dispatch())
+                self.served += 1
             elif isinstance(event, h11.ConnectionClosed):
                 self.closed = True
         if self._h11.our_state is h11.MUST_CLOSE or self._h11.their_state is h11.CLOSED:
@@ -130,11 +154,13 @@ class CallbackReceiver:
     """Serve ``handler`` on 127.0.0.1 from asyncio; ``url`` is known once started."""
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", *, max_body: int = MAX_BODY,
-                 idle_s: float = IDLE_S, on_reject: Reject = _ignore) -> None:
+                 idle_s: float = IDLE_S, request_s: float = REQUEST_S,
+                 on_reject: Reject = _ignore) -> None:
         self._handler = handler
         self._host = host
         self._max_body = max_body
         self._idle_s = idle_s
+        self._request_s = request_s
         self._on_reject = on_reject
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -165,12 +191,14 @@ class CallbackReceiver:
         self._writers.add(writer)
         connection = CallbackConnection(self._handler, max_body=self._max_body,
                                         on_reject=self._on_reject)
+        clock = _RequestClock(self._idle_s, self._request_s)
         try:
             while not connection.closed:
                 try:
-                    data = await asyncio.wait_for(reader.read(65536), self._idle_s)
+                    data = await asyncio.wait_for(reader.read(65536),
+                                                  clock.wait_s(connection))
                 except TimeoutError:
-                    self._on_reject("idle", "")
+                    clock.expired(connection)
                     break
                 out = connection.feed(data)
                 if out:
@@ -179,7 +207,10 @@ class CallbackReceiver:
                 if not data:
                     break
         except OSError:
-            pass
+            if connection.mid_request:
+                connection.reject("connection_error")
+        except Exception:  # a receiver bug must be logged, never kill the run
+            connection.reject("error")
         finally:
             self._writers.discard(writer)
             writer.close()
@@ -192,12 +223,13 @@ class GeventCallbackReceiver:
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", *,
                  max_body: int = MAX_BODY, idle_s: float = IDLE_S,
-                 on_reject: Reject = _ignore) -> None:
+                 request_s: float = REQUEST_S, on_reject: Reject = _ignore) -> None:
         from gevent.server import StreamServer
 
         self._handler = handler
         self._max_body = max_body
         self._idle_s = idle_s
+        self._request_s = request_s
         self._on_reject = on_reject
         self._server = StreamServer((host, 0), self._serve)
         self.url = ""
@@ -212,15 +244,16 @@ class GeventCallbackReceiver:
         self._server.stop(timeout=timeout)
 
     def _serve(self, sock: Any, address: Any) -> None:
-        sock.settimeout(self._idle_s)
         connection = CallbackConnection(self._handler, max_body=self._max_body,
                                         on_reject=self._on_reject)
+        clock = _RequestClock(self._idle_s, self._request_s)
         try:
             while not connection.closed:
+                sock.settimeout(clock.wait_s(connection))
                 try:
                     data = sock.recv(65536)
                 except TimeoutError:
-                    self._on_reject("idle", "")
+                    clock.expired(connection)
                     break
                 out = connection.feed(data)
                 if out:
@@ -228,10 +261,42 @@ class GeventCallbackReceiver:
                 if not data:
                     break
         except OSError:
-            pass
+            if connection.mid_request:
+                connection.reject("connection_error")
+        except Exception:  # a receiver bug must be logged, never kill the worker
+            connection.reject("error")
         finally:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+class _RequestClock:
+    """The two limits of a connection: ``idle_s`` without a byte, and ``request_s`` from
+    the first byte of a request to its end (so a slow-loris trickle cannot hold it)."""
+
+    def __init__(self, idle_s: float, request_s: float) -> None:
+        self._idle_s = idle_s
+        self._request_s = request_s
+        self._began: float | None = None
+
+    def wait_s(self, connection: CallbackConnection) -> float:
+        """How long the next read may wait."""
+        if not connection.mid_request:
+            self._began = None
+            return self._idle_s
+        now = time.monotonic()
+        if self._began is None:
+            self._began = now
+        return max(0.0, min(self._idle_s, self._began + self._request_s - now))
+
+    def expired(self, connection: CallbackConnection) -> None:
+        """A read timed out: report it, unless a served keep-alive connection sat idle."""
+        if connection.mid_request:
+            slow = self._began is not None and \
+                time.monotonic() - self._began >= self._request_s - 0.01
+            connection.reject("slow_request" if slow else "idle")
+        elif connection.served == 0:
+            connection.reject("idle")
 
 
 __all__ = ["CallbackConnection", "CallbackReceiver", "GeventCallbackReceiver", "RawCallback"]

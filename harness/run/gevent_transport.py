@@ -4,9 +4,10 @@ Imports Locust (gevent): only the burst modules import this.
 
 :func:`send_request` sends a driver's request through a ``FastHttpSession`` (so Locust's
 own statistics and web UI see it, named ``"<supplier> <purpose>"``), never follows a
-redirect, and never raises for the network: no answer is status 0 with
-``transport_error`` set. :func:`drive` runs one lifecycle generator
-(:mod:`harness.run.lifecycle`) in the calling greenlet.
+redirect (:func:`harden`), ends each request within a total deadline, caps its body,
+and never raises for the network: no answer is status 0 with ``transport_error`` set.
+:func:`drive` runs one lifecycle generator (:mod:`harness.run.lifecycle`) in the calling
+greenlet.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from geventhttpclient.client import HTTPClientPool
 from locust.contrib.fasthttp import FastHttpSession
 
 from harness.drivers.base import HttpRequest, HttpResponse
-from harness.run.async_transport import set_quickack
+from harness.run.async_transport import (
+    MAX_BODY_BYTES,
+    NO_COMPRESSION,
+    BodyError,
+    CappedBody,
+    set_quickack,
+)
 from harness.run.lifecycle import Send, Steps
 
 T = TypeVar("T")
@@ -83,45 +90,147 @@ def quick_ack(session: FastHttpSession) -> FastHttpSession:
     return session
 
 
-def send_request(session: FastHttpSession, request: HttpRequest, name: str) -> HttpResponse:
-    """Send a driver's request through Locust's gevent client; never raises for the network."""
+_ALL_STATUSES = frozenset(range(100, 1000))
+
+
+def harden(session: FastHttpSession, *, max_body_bytes: int | None = None) -> FastHttpSession:
+    """Make ``session`` safe for suppliers, once and for good: it never follows a redirect
+    (not only per request: Locust's ``allow_redirects=False`` swaps a shared attribute
+    for the time of one request, which concurrent greenlets race on), takes every status
+    as an answer whose body this module reads itself (with its cap), and caps bodies at
+    ``max_body_bytes`` (default: :data:`MAX_BODY_BYTES`, 1 MiB).
+
+    :func:`send_request` hardens every session it is given; call this to set the cap."""
+    agent: Any = session.client
+    agent.max_redirects = 0
+    agent.redirect_response_codes = frozenset()
+    agent.valid_response_codes = _ALL_STATUSES
+    if max_body_bytes is not None:
+        if max_body_bytes <= 0:
+            raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+        session.trialbench_max_body_bytes = max_body_bytes  # type: ignore[attr-defined]
+    session.trialbench_hardened = True  # type: ignore[attr-defined]
+    return session
+
+
+def _network_timeout(session: FastHttpSession) -> float | None:
+    """The session's own network timeout (the plan's ``request_timeout_s``)."""
+    pool: Any = getattr(getattr(session, "client", None), "clientpool", None)
+    args = getattr(pool, "client_args", None) or {}
+    value = args.get("network_timeout")
+    return float(value) if value else None
+
+
+def _read_body(reply: Any, cap: int, headers: dict[str, str]) -> bytes:
+    """The body of ``reply`` (a streamed response), read chunk by chunk up to ``cap``."""
+    stream: Any = getattr(reply, "_response", None)
+    body = CappedBody(cap, headers.get("content-encoding"))
+    if stream is None:
+        return b""
+    try:
+        body.expect(headers.get("content-length"))
+        while True:
+            chunk = stream.read(READ_CHUNK)
+            if not chunk:
+                return body.body()
+            body.feed(chunk)
+    finally:
+        stream.release()  # back to the pool if read whole, else the connection is closed
+
+
+READ_CHUNK = 64 * 1024
+
+
+def send_request(session: FastHttpSession, request: HttpRequest, name: str, *,
+                 timeout_s: float | None = None,
+                 max_body_bytes: int | None = None) -> HttpResponse:
+    """Send a driver's request through Locust's gevent client; never raises for the network
+    or for what the supplier sends.
+
+    The whole request (connecting, sending, waiting, reading the body) ends within
+    ``timeout_s`` (default: the session's network timeout): a ``gevent.Timeout`` covers it
+    all, not each read. The body is streamed and capped at ``max_body_bytes`` (default:
+    the cap given to :func:`harden`, else 1 MiB). Redirects are never followed. As in
+    the trial's transport, an answer whose body did not come whole keeps its status with
+    ``transport_error`` set and an empty body."""
+    if not getattr(session, "trialbench_hardened", False):
+        harden(session)
+    limit_s = timeout_s if timeout_s is not None else _network_timeout(session)
+    cap = max_body_bytes if max_body_bytes is not None else getattr(
+        session, "trialbench_max_body_bytes", MAX_BODY_BYTES)
     start = time.perf_counter()
+
+    def elapsed_ms() -> float:
+        return (time.perf_counter() - start) * 1000
+
+    def timed_out() -> bool:
+        return limit_s is not None and elapsed_ms() >= limit_s * 1000 * 0.99
+
+    headers_out = {**NO_COMPRESSION, **dict(request.headers)}
+    deadline = gevent.Timeout(limit_s) if limit_s is not None else None
+    if deadline is not None:
+        deadline.start()
     try:
         with session.request(request.method, request.url, name=name,
-                             data=cast(Any, request.body or None), headers=dict(request.headers),
-                             catch_response=True, allow_redirects=False) as reply:
+                             data=cast(Any, request.body or None), headers=headers_out,
+                             catch_response=True, allow_redirects=False, stream=True,
+                             max_redirects=0) as reply:
             status = int(reply.status_code or 0)
             if status == 0:
                 error = getattr(reply, "error", None)
                 reply.failure(f"no answer: {type(error).__name__}")
-                kind = "timeout" if isinstance(error, gevent.Timeout | TimeoutError) \
+                original = getattr(error, "original", None)
+                kind = "timeout" if timed_out() or isinstance(
+                    error, gevent.Timeout | TimeoutError) or isinstance(
+                    original, gevent.Timeout | TimeoutError) \
                     else f"connect_error:{type(error).__name__}"
-                return HttpResponse(0, {}, b"", (time.perf_counter() - start) * 1000, kind)
-            body = reply.content or b""
+                return HttpResponse(0, {}, b"", elapsed_ms(), kind)
             headers = {str(k).lower(): str(v) for k, v in (reply.headers or {}).items()}
-            if 200 <= status < 300:
+            problem: str | None = None
+            try:
+                body = _read_body(reply, cap, headers)
+            except gevent.Timeout as fired:
+                if fired is not deadline:
+                    raise
+                body, problem = b"", "timeout"
+            except BodyError as exc:
+                body, problem = b"", exc.kind
+            except Exception as exc:  # cut off mid-body, unparsable framing, ...
+                body, problem = b"", "timeout" if timed_out() \
+                    else f"body_error:{type(exc).__name__}"
+            if 200 <= status < 300 and problem is None:
                 reply.success()
             else:
-                reply.failure(f"HTTP {status}")
-            return HttpResponse(status, headers, body, (time.perf_counter() - start) * 1000)
+                reply.failure(problem or f"HTTP {status}")
+            return HttpResponse(status, headers, body, elapsed_ms(), problem)
+    except gevent.Timeout as fired:
+        if fired is not deadline:
+            raise
+        return HttpResponse(0, {}, b"", elapsed_ms(), "timeout")
     except Exception as exc:  # a transport bug must be data, not a dead greenlet
-        return HttpResponse(0, {}, b"", (time.perf_counter() - start) * 1000,
-                            f"connect_error:{type(exc).__name__}")
+        kind = "timeout" if timed_out() else f"connect_error:{type(exc).__name__}"
+        return HttpResponse(0, {}, b"", elapsed_ms(), kind)
+    finally:
+        if deadline is not None:
+            deadline.cancel()
 
 
 def drive(session: FastHttpSession, steps: Steps[T], *, label: str,
-          news: gevent.event.Event | None = None, first: HttpResponse | None = None) -> T:
+          news: gevent.event.Event | None = None, first: HttpResponse | None = None,
+          max_body_bytes: int | None = None) -> T:
     """Run ``steps`` to its end in this greenlet; its return value.
 
     ``first`` is the answer to the step already taken (a burst slot sends an order's first
     POST itself, then hands the rest of the order here). A ``Wait(news=True)`` ends early
-    when ``news`` is set (the lifecycle's ``wake``)."""
+    when ``news`` is set (the lifecycle's ``wake``). ``max_body_bytes`` as in
+    :func:`send_request`."""
     try:
         step = steps.send(first) if first is not None else next(steps)
         while True:
             if isinstance(step, Send):
                 step = steps.send(send_request(session, step.request,
-                                               f"{label} {step.purpose}"))
+                                               f"{label} {step.purpose}",
+                                               max_body_bytes=max_body_bytes))
                 continue
             delay = step.until - time.time()
             if step.news and news is not None:
