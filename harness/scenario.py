@@ -27,6 +27,11 @@ shows only the reference in ``repr``, ``str``, ``model_dump`` and :meth:`Scenari
 Safety: a supplier or issuer URL whose host is not loopback (``127.0.0.1``, ``::1``,
 ``localhost``) is refused unless the scenario sets ``allow_non_loopback: true``.
 
+Every number has a sane range (:class:`~harness.yamlfile.Bounded`), stated in the message
+when a value falls outside it: money from 0.01 to 10,000,000, deadlines up to a day,
+rates up to 5,000 orders a second. ``true`` is not a count and ``2.0`` is not a whole
+number. The file itself is bounded too (size, nesting, aliases): see :mod:`harness.yamlfile`.
+
 The JSON Schema (``trialbench schema``, shipped as ``scenarios/scenario.schema.json``)
 describes the file as written, before ``${VAR}`` replacement.
 """
@@ -59,7 +64,14 @@ from pydantic_core import core_schema
 
 from harness.errors import MissingEnvError, ScenarioError
 from harness.ranking_config import RankingConfig
-from harness.yamlfile import Loc, LocatedValueError, format_loc, read_yaml, validate_located
+from harness.yamlfile import (
+    Bounded,
+    Loc,
+    LocatedValueError,
+    format_loc,
+    read_yaml,
+    validate_located,
+)
 
 __all__ = [
     "KNOWN_DRIVERS",
@@ -270,8 +282,22 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-Money = Annotated[Decimal, Field(gt=0, decimal_places=2, allow_inf_nan=False)]
-Percent = Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)]
+MAX_MONEY = Decimal(10_000_000)
+"""Largest sane amount of money anywhere in a scenario (a price, a fee, a cap)."""
+MAX_RUN_S = 86_400
+"""Longest sane deadline or follow-up, seconds (a day)."""
+MAX_BODY_BYTES = 64 * 1_048_576
+"""Largest sane cap on one response body, bytes (64 MiB)."""
+
+Money = Annotated[Decimal, Bounded(Decimal("0.01"), MAX_MONEY, "amount", places=2)]
+Fee = Annotated[Decimal, Bounded(Decimal(0), MAX_MONEY, "amount", places=2)]
+Percent = Annotated[Decimal, Bounded(Decimal(0), Decimal(100), "percentage")]
+Weight = Annotated[float, Bounded(0, 1_000_000, "weight", low_open=True)]
+Seconds = Annotated[float, Bounded(0, MAX_RUN_S, "duration in seconds", low_open=True)]
+Timeout = Annotated[float, Bounded(0, 120, "timeout in seconds", low_open=True)]
+Window = Annotated[float, Bounded(0, 3600, "window in seconds", low_open=True)]
+Rate = Annotated[float, Bounded(0, 5000, "rate (orders per second)")]
+BodyBytes = Annotated[int, Bounded(1024, MAX_BODY_BYTES, "body cap in bytes")]
 Slug = Annotated[str, AfterValidator(_check_slug),
                  Field(json_schema_extra={"pattern": SLUG_PATTERN})]
 Url = Annotated[str, BeforeValidator(_check_url)]
@@ -344,8 +370,7 @@ class FeesConfig(BaseModel):
 
     platform_pct: Percent = Decimal(0)
     """Platform fee, percent of the sale price (0–100)."""
-    fixed_per_order: Decimal = Field(default=Decimal(0), ge=0, decimal_places=2,
-                                     allow_inf_nan=False)
+    fixed_per_order: Fee = Decimal(0)
     """Fixed fee per order (money)."""
     topup_pct: Percent = Decimal(0)
     """Fee on topping up the balance at the supplier, percent (0–100)."""
@@ -413,12 +438,12 @@ class PollPlan(BaseModel):
 
     model_config = _CONFIG
 
-    initial_interval_s: float = Field(default=0.2, gt=0, allow_inf_nan=False)
-    """Wait before the first poll, seconds."""
-    max_interval_s: float = Field(default=2.0, gt=0, allow_inf_nan=False)
-    """Longest wait between polls, seconds."""
-    backoff_factor: float = Field(default=1.5, ge=1, allow_inf_nan=False)
-    """Each wait is the previous one times this (1 = fixed interval)."""
+    initial_interval_s: Window = 0.2
+    """Wait before the first poll, seconds (at most an hour)."""
+    max_interval_s: Window = 2.0
+    """Longest wait between polls, seconds (at most an hour)."""
+    backoff_factor: Annotated[float, Bounded(1, 10, "backoff factor")] = 1.5
+    """Each wait is the previous one times this (1 = fixed interval; at most 10)."""
 
     @model_validator(mode="after")
     def _ceiling_above_start(self) -> Self:
@@ -440,15 +465,15 @@ class RetryPlan(BaseModel):
 
     model_config = _CONFIG
 
-    ratio: float = Field(default=0.4, ge=0, le=1, allow_inf_nan=False)
+    ratio: Annotated[float, Bounded(0, 1, "ratio")] = 0.4
     """Extra requests allowed per order placed, on average (0–1; 0.4 = 40%): with the
     reserve, at most about 1.5 requests (writes and resolution GETs) per order reach a
     supplier that refuses everything with 5xx."""
-    reserve: int = Field(default=10, ge=0, le=1000)
+    reserve: Annotated[int, Bounded(0, 1000, "count")] = 10
     """Extra requests allowed before any order has been placed."""
-    max_reposts: int = Field(default=2, ge=0, le=10)
+    max_reposts: Annotated[int, Bounded(0, 10, "count")] = 2
     """Re-POSTs of one order after 429 (same id, after Retry-After), at most."""
-    max_resolve_gets: int = Field(default=3, ge=1, le=20)
+    max_resolve_gets: Annotated[int, Bounded(1, 20, "count")] = 3
     """GETs asking about one order after an unknown outcome, at most."""
 
 
@@ -457,12 +482,12 @@ class AfterSalesPlan(BaseModel):
 
     model_config = _CONFIG
 
-    refund_unused: int = Field(default=1, ge=0)
-    """Delivered orders per supplier that get an ``unused`` refund request."""
+    refund_unused: Annotated[int, Bounded(0, 1000, "count")] = 1
+    """Delivered orders per supplier that get an ``unused`` refund request (0–1000)."""
     refund_bad_codes: bool = True
     """Request a refund, with the matching reason, for every order with a bad code."""
-    refund_follow_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
-    """How long to follow a refund to a final state, seconds."""
+    refund_follow_s: Seconds = 30.0
+    """How long to follow a refund to a final state, seconds (at most a day)."""
 
 
 class TrialPlan(BaseModel):
@@ -477,34 +502,38 @@ class TrialPlan(BaseModel):
 
     model_config = _CONFIG
 
-    orders_per_supplier: int = Field(default=15, ge=1, le=1000)
+    orders_per_supplier: Annotated[int, Bounded(1, 1000, "count")] = 15
     """Orders placed at each supplier (1–1000)."""
-    product_mix: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = None
-    """sku → weight (> 0); default: uniform over each supplier's products."""
-    quantity: int = Field(default=1, ge=1, le=100)
+    product_mix: dict[str, Weight] | None = None
+    """sku → weight (above 0, at most 1000000); default: uniform over each supplier's
+    products."""
+    quantity: Annotated[int, Bounded(1, 100, "count")] = 1
     """Codes (or top-ups) per order (1–100)."""
-    concurrency: int = Field(default=4, ge=1, le=256)
+    concurrency: Annotated[int, Bounded(1, 256, "count")] = 4
     """Orders in flight at once per supplier (1–256)."""
-    deadline_s: float = Field(gt=0, allow_inf_nan=False)
-    """Delivery SLA, seconds from placing an order; later is an SLA miss."""
+    deadline_s: Seconds
+    """Delivery SLA, seconds from placing an order (at most a day); later is an SLA miss."""
     delivery: Literal["poll", "callback", "both"] = "both"
     """How to learn of delivery: polling with backoff, callbacks, or both."""
     poll: PollPlan = PollPlan()
     """Polling backoff."""
-    request_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
-    """Timeout of one HTTP request, seconds."""
-    unknown_outcome_window_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    request_timeout_s: Timeout = 5.0
+    """Timeout of one HTTP request, seconds (at most 120)."""
+    max_body_bytes: BodyBytes = 1_048_576
+    """Most bytes read of one response body (1 KiB–64 MiB); a longer body is a protocol
+    error on that request."""
+    unknown_outcome_window_s: Window = 10.0
     """The supplier's not-found window: a 404 after it proves an order with an unknown
-    outcome was not taken, seconds."""
+    outcome was not taken, seconds (at most an hour)."""
     retries: RetryPlan = RetryPlan(reserve=60)
     """The retry budget and per-order limits (a trial's small batch gets a reserve of 60
     extra requests per supplier, so a flaky supplier's orders are all resolved)."""
     after_sales: AfterSalesPlan = AfterSalesPlan()
     """Refund requests and how long to follow them."""
-    redeem_sample: int = Field(default=1, ge=0)
+    redeem_sample: Annotated[int, Bounded(0, 100_000, "count")] = 1
     """Codes per supplier redeemed at the issuer as a sample (none without an issuer)."""
-    expiry_margin_days: int = Field(default=30, ge=0)
-    """Codes expiring sooner than this many days are flagged."""
+    expiry_margin_days: Annotated[int, Bounded(0, 3650, "number of days")] = 30
+    """Codes expiring sooner than this many days are flagged (0–3650)."""
     spending_cap: Money
     """Most the whole run may spend, across all suppliers (money)."""
     keep_plain_codes: bool = False
@@ -557,13 +586,13 @@ class BurstPhase(BaseModel):
     """Label shown in the live view and written to the events (default: the kind)."""
     kind: Literal["constant", "ramp", "spike", "hold"] | None = None
     """What the phase does; inferred from the rate keys when left out."""
-    duration_s: float = Field(gt=0, le=3600, allow_inf_nan=False)
+    duration_s: Window
     """How long the phase lasts, seconds (at most an hour)."""
-    rate_per_s: float | None = Field(default=None, ge=0, le=5000, allow_inf_nan=False)
+    rate_per_s: Rate | None = None
     """Constant arrival rate, orders per second (constant and spike)."""
-    from_rate_per_s: float | None = Field(default=None, ge=0, le=5000, allow_inf_nan=False)
+    from_rate_per_s: Rate | None = None
     """Rate at the start of a ramp, orders per second (default: the previous end rate)."""
-    to_rate_per_s: float | None = Field(default=None, ge=0, le=5000, allow_inf_nan=False)
+    to_rate_per_s: Rate | None = None
     """Rate at the end of a ramp, orders per second."""
 
     @model_validator(mode="after")
@@ -610,18 +639,20 @@ class AbortPlan(BaseModel):
 
     model_config = _CONFIG
 
-    error_rate: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
+    error_rate: Annotated[float, Bounded(0, 1, "share", low_open=True)] | None = None
     """Stop when this share of the window's orders had a failed POST (0–1)."""
-    latency_ms: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    """Stop when the acceptance latency percentile (from intended start) exceeds this, ms."""
-    latency_percentile: float = Field(default=95, gt=0, lt=100, allow_inf_nan=False)
-    """Which percentile ``latency_ms`` applies to."""
+    latency_ms: Annotated[float, Bounded(0, 600_000, "latency in ms", low_open=True)] \
+        | None = None
+    """Stop when the acceptance latency percentile (from intended start) exceeds this, ms
+    (at most 600000)."""
+    latency_percentile: Annotated[float, Bounded(0, 99.99, "percentile", low_open=True)] = 95
+    """Which percentile ``latency_ms`` applies to (above 0, at most 99.99)."""
     spend: Money | None = None
     """Stop when the money committed to orders reaches this (money); below spending_cap."""
-    window_s: float = Field(default=5, gt=0, le=300, allow_inf_nan=False)
+    window_s: Annotated[float, Bounded(0, 300, "window in seconds", low_open=True)] = 5
     """The sliding window the rates and the percentile are judged over, seconds."""
-    min_orders: int = Field(default=20, ge=1)
-    """Do not judge a window with fewer orders than this."""
+    min_orders: Annotated[int, Bounded(1, 1_000_000, "count")] = 20
+    """Do not judge a window with fewer orders than this (1–1000000)."""
 
 
 class BurstPlan(BaseModel):
@@ -638,26 +669,32 @@ class BurstPlan(BaseModel):
 
     phases: tuple[BurstPhase, ...] = Field(min_length=1)
     """The arrival-rate phases, in order (at least one)."""
-    weights: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = None
-    """supplier name -> share of the arrivals (>= 0; default: equal; unnamed: 0)."""
-    product_mix: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = None
-    """sku -> weight (> 0), restricted to each supplier's skus; default: uniform."""
-    quantity: int = Field(default=1, ge=1, le=100)
+    weights: dict[str, Annotated[float, Bounded(0, 1_000_000, "weight")]] | None = None
+    """supplier name -> share of the arrivals (0–1000000; default: equal; unnamed: 0)."""
+    product_mix: dict[str, Weight] | None = None
+    """sku -> weight (above 0, at most 1000000), restricted to each supplier's skus;
+    default: uniform."""
+    quantity: Annotated[int, Bounded(1, 100, "count")] = 1
     """Codes (or top-ups) per order (1–100)."""
-    deadline_s: float = Field(gt=0, allow_inf_nan=False)
-    """Delivery SLA, seconds from an order's intended start; later is an SLA miss."""
-    follow_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    """Follow each order this long after its intended start (default: 2 × deadline_s)."""
+    deadline_s: Seconds
+    """Delivery SLA, seconds from an order's intended start (at most a day); later is an
+    SLA miss."""
+    follow_s: Seconds | None = None
+    """Follow each order this long after its intended start, seconds (at most a day;
+    default: 2 × deadline_s)."""
     delivery: Literal["poll", "callback", "both"] = "both"
     """How to learn of delivery: polling with backoff, callbacks (a receiver per worker),
     or both."""
     poll: PollPlan = PollPlan()
     """Polling backoff."""
-    request_timeout_s: float = Field(default=5.0, gt=0, le=120, allow_inf_nan=False)
-    """Timeout of one HTTP request, seconds."""
-    unknown_outcome_window_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    request_timeout_s: Timeout = 5.0
+    """Timeout of one HTTP request, seconds (at most 120)."""
+    max_body_bytes: BodyBytes = 1_048_576
+    """Most bytes read of one response body (1 KiB–64 MiB); a longer body is a protocol
+    error on that request."""
+    unknown_outcome_window_s: Window = 5.0
     """The supplier's not-found window: a 404 after it proves an order with an unknown
-    outcome was not taken, seconds."""
+    outcome was not taken, seconds (at most an hour)."""
     retries: RetryPlan = RetryPlan()
     """The retry budget and per-order limits."""
     spending_cap: Money
@@ -665,17 +702,20 @@ class BurstPlan(BaseModel):
     workers may commit at most cap / N."""
     abort: AbortPlan = AbortPlan()
     """Conditions that stop the burst early."""
-    workers: int = Field(default=1, ge=1, le=64)
+    workers: Annotated[int, Bounded(1, 64, "count")] = 1
     """Local worker processes (1: everything in one process); ``--workers`` overrides."""
-    expected_latency_ms: float = Field(default=250, gt=0, allow_inf_nan=False)
-    """Expected time to place one order, ms; sizes the concurrency (see ``headroom``)."""
-    headroom: float = Field(default=3.0, ge=1, le=100, allow_inf_nan=False)
+    expected_latency_ms: Annotated[float, Bounded(0, 60_000, "latency in ms",
+                                                  low_open=True)] = 250
+    """Expected time to place one order, ms (at most 60000); sizes the concurrency (see
+    ``headroom``)."""
+    headroom: Annotated[float, Bounded(1, 100, "headroom factor")] = 3.0
     """Concurrency = rate × expected_latency × headroom (+1 per supplier and worker)."""
-    max_concurrency: int = Field(default=1000, ge=1, le=20000)
+    max_concurrency: Annotated[int, Bounded(1, 20_000, "count")] = 1000
     """Most orders being placed at once across all workers."""
-    slip_warning_ms: float = Field(default=100, gt=0, allow_inf_nan=False)
-    """An order sent later than this after its intended start gets a schedule_slip event."""
-    max_orders: int = Field(default=100_000, ge=1, le=1_000_000)
+    slip_warning_ms: Annotated[float, Bounded(0, 60_000, "delay in ms", low_open=True)] = 100
+    """An order sent later than this after its intended start gets a schedule_slip event,
+    ms (at most 60000)."""
+    max_orders: Annotated[int, Bounded(1, 1_000_000, "count")] = 100_000
     """Safety bound on the schedule's size; a schedule with more arrivals is refused."""
 
     @model_validator(mode="after")
@@ -732,8 +772,8 @@ class Scenario(BaseModel):
     """Name of the scenario, shown in reports."""
     description: str = ""
     """Free text."""
-    seed: int = 0
-    """Random seed for everything the harness draws (product mix, samples)."""
+    seed: Annotated[int, Bounded(0, 2**63 - 1, "seed")] = 0
+    """Random seed for everything the harness draws (product mix, samples); 0–2**63-1."""
     allow_non_loopback: bool = False
     """Allow supplier or issuer URLs off loopback: real orders that cost real money."""
     suppliers: tuple[SupplierConfig, ...] = Field(min_length=1)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from harness.errors import ConfigError, MissingEnvError, ScenarioError
+from harness import yamlfile
+from harness.errors import ConfigError, MissingEnvError, ProfileError, ScenarioError
 from harness.scenario import (
     KNOWN_DRIVERS,
     EnvSecret,
@@ -22,6 +23,7 @@ from harness.scenario import (
     scenario_hash,
     scenario_json_schema,
 )
+from harness.simulator.profiles import load_fleet
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "scenarios"
@@ -336,9 +338,9 @@ def test_money_must_be_positive_with_two_places(tmp_path: Path) -> None:
 
 
 def test_range_limits(tmp_path: Path) -> None:
-    """Bounded integers such as concurrency are checked against their range."""
+    """Bounded integers such as concurrency are refused outside their range, which is named."""
     message = _error(tmp_path, BASE + "  concurrency: 1000\n", 31, "trial.concurrency")
-    assert "less than or equal to 256" in message
+    assert message.endswith("1000 is not a sane count; write a whole number between 1 and 256")
 
 
 def test_refunds_cannot_exceed_orders(tmp_path: Path) -> None:
@@ -384,6 +386,251 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as caught:
         load_scenario(tmp_path / "nope.yaml", ENV)
     assert isinstance(caught.value, ConfigError) and isinstance(caught.value, ValueError)
+
+
+# --------------------------------------------------------------------------- input bombs
+
+# The classic "billion laughs": nine levels of nine aliases, 9**9 items once expanded.
+LAUGHS = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n"
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True))
+
+BURST = """\
+burst:
+  phases: [{duration_s: 10, rate_per_s: 5}]
+  deadline_s: 5
+  spending_cap: 100
+"""
+"""A valid burst section to append to ``BASE``: its keys are at lines 31-34, the next at 35."""
+
+
+def test_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    """A billion-laughs alias bomb is one ScenarioError at the alias that crosses the limit."""
+    message = _error(tmp_path, LAUGHS, 5, None)
+    assert message.endswith("aliases expand to more than 10,000 nodes (a YAML alias bomb?); "
+                            "write the values out instead")
+
+
+def test_merge_key_bomb_is_refused(tmp_path: Path) -> None:
+    """Merge keys (<<) that repeat an alias are counted as what they expand to, like aliases."""
+    text = "m0: &m0 {k0: 1, k1: 2, k2: 3}\n" + "".join(
+        f"m{i}: &m{i} {{<<: [{', '.join([f'*m{i - 1}'] * 9)}]}}\n" for i in range(1, 12))
+    message = _error(tmp_path, text, 5, None)
+    assert "alias bomb" in message
+
+
+def test_recursive_alias_is_refused(tmp_path: Path) -> None:
+    """An alias inside the node it names (an endless structure) is refused at its line."""
+    message = _error(tmp_path, "name: loop\ndescription: &d [1, [*d]]\n", 2, None)
+    assert "alias *d is inside the node it names" in message
+
+
+def test_aliases_and_merge_keys_within_limits_still_load(tmp_path: Path) -> None:
+    """Ordinary anchors, aliases and merge keys keep working, with explicit keys winning."""
+    path = _write(tmp_path, """\
+name: anchors
+suppliers:
+  - name: acme
+    base_url: http://127.0.0.1:8080
+    credentials: {api_key: "${ACME_API_KEY}", secret: "${ACME_SECRET}"}
+    products: &products
+      - &card {sku: steam-50, face_value: 50, sale_price: 52.5}
+      - {<<: *card, sku: steam-100, face_value: 100}
+  - name: bolt
+    base_url: http://127.0.0.1:8081
+    credentials: {api_key: "${BOLT_API_KEY}", secret: "${BOLT_SECRET}"}
+    products: *products
+""")
+    acme, bolt = load_scenario(path, ENV).suppliers
+    assert [(p.sku, p.face_value, p.sale_price) for p in acme.products] == [
+        ("steam-50", 50, Decimal("52.5")), ("steam-100", 100, Decimal("52.5"))]
+    assert bolt.products == acme.products
+
+
+def test_deep_nesting_is_refused_at_its_line(tmp_path: Path) -> None:
+    """5,000 levels of nesting are one ScenarioError at their line, not a RecursionError."""
+    text = "name: deep\ndescription: " + "[" * 5000 + "]" * 5000 + "\n"
+    message = _error(tmp_path, text, 2, None)
+    assert message.endswith("nested more than 64 levels deep; flatten it")
+
+
+def test_nesting_through_aliases_is_bounded_too(tmp_path: Path) -> None:
+    """An alias that would nest the file past the limit is refused where it is used."""
+    text = "a: &a " + "[" * 40 + "]" * 40 + "\nb: " + "[" * 30 + "*a" + "]" * 30 + "\n"
+    message = _error(tmp_path, text, 2, None)
+    assert "alias *a nests the file more than 64 levels deep" in message
+
+
+def test_oversized_file_is_refused_with_its_size_and_the_limit(tmp_path: Path) -> None:
+    """A file over 256 KiB is refused unparsed, with its size and the limit in the message."""
+    path = _write(tmp_path, BASE + "#" * 300_000 + "\n")
+    size = path.stat().st_size
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path, ENV)
+    assert str(caught.value) == (
+        f"{path}: the file is {size:,} bytes, more than the limit of 262,144 bytes (256 KiB); "
+        "scenarios and profiles are a few KiB, check the path")
+
+
+def test_too_many_nodes_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file with more nodes than the limit is refused at the node that crosses it."""
+    monkeypatch.setattr(yamlfile, "MAX_NODES", 100)  # the real limit takes ~1 s to reach
+    text = "name: many\ndescription:\n" + "  - x\n" * 200
+    message = _error(tmp_path, text, 98, None)
+    assert "more than 100 keys, values and items" in message
+    assert load_scenario(_write(tmp_path, "\n".join(BASE.splitlines()[:24]) + "\n"), ENV)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("1" * 5000, "a number written with 5,000 characters, more than 100; write a shorter "
+                 "number (or quote text)"),
+    ("1" + ":1" * 100_000, "a number written with 200,001 characters"),
+    ("2026-13-45", "YAML cannot build this value (month must be in 1..12); fix it, or quote "
+                   "it if it is text"),
+])
+def test_scalars_yaml_cannot_build_cheaply_are_refused(tmp_path: Path, value: str,
+                                                       expected: str) -> None:
+    """Huge numbers (which PyYAML would compute digit by digit) and bad dates are refused."""
+    message = _error(tmp_path, BASE + f"seed: {value}\n", 31, None)
+    assert expected in message
+
+
+# --------------------------------------------------------------------------- sane numbers
+
+BODY, MAX_BODY = "body cap in bytes", 64 * 1_048_576
+COUNTS = [  # (text appended to BASE with {} for the value, line, key, low, high, noun)
+    ("  orders_per_supplier: {}\n", 31, "trial.orders_per_supplier", 1, 1000, "count"),
+    ("  quantity: {}\n", 31, "trial.quantity", 1, 100, "count"),
+    ("  concurrency: {}\n", 31, "trial.concurrency", 1, 256, "count"),
+    ("  redeem_sample: {}\n", 31, "trial.redeem_sample", 0, 100_000, "count"),
+    ("  expiry_margin_days: {}\n", 31, "trial.expiry_margin_days", 0, 3650, "number of days"),
+    ("  retries:\n    reserve: {}\n", 32, "trial.retries.reserve", 0, 1000, "count"),
+    ("  retries:\n    max_reposts: {}\n", 32, "trial.retries.max_reposts", 0, 10, "count"),
+    ("  retries:\n    max_resolve_gets: {}\n", 32, "trial.retries.max_resolve_gets", 1, 20,
+     "count"),
+    ("  after_sales:\n    refund_unused: {}\n", 32, "trial.after_sales.refund_unused", 0, 1000,
+     "count"),
+    ("  max_body_bytes: {}\n", 31, "trial.max_body_bytes", 1024, MAX_BODY, BODY),
+    (BURST + "  workers: {}\n", 35, "burst.workers", 1, 64, "count"),
+    (BURST + "  quantity: {}\n", 35, "burst.quantity", 1, 100, "count"),
+    (BURST + "  max_concurrency: {}\n", 35, "burst.max_concurrency", 1, 20_000, "count"),
+    (BURST + "  max_orders: {}\n", 35, "burst.max_orders", 1, 1_000_000, "count"),
+    (BURST + "  max_body_bytes: {}\n", 35, "burst.max_body_bytes", 1024, MAX_BODY, BODY),
+    (BURST + "  abort:\n    min_orders: {}\n", 36, "burst.abort.min_orders", 1, 1_000_000, "count"),
+]
+
+
+@pytest.mark.parametrize(("template", "line", "key", "low", "high", "noun"), COUNTS)
+def test_booleans_and_fractions_are_not_counts(tmp_path: Path, template: str, line: int,
+                                               key: str, low: int, high: int, noun: str
+                                               ) -> None:
+    """``true`` and ``2.0`` are refused where a count is meant, with the count's range."""
+    fix = f"write a whole number between {low} and {high}"
+    message = _error(tmp_path, BASE + template.replace("{}", "true"), line, key)
+    assert message.endswith(f"true is not a {noun}; {fix}")
+    message = _error(tmp_path, BASE + template.replace("{}", "2.0"), line, key)
+    assert message.endswith(f"2.0 is not a whole number; {fix}")
+    message = _error(tmp_path, BASE + template.replace("{}", str(high + 1)), line, key)
+    assert message.endswith(f"{high + 1} is not a sane {noun}; {fix}")
+
+
+def test_seed_is_a_whole_number_not_a_boolean(tmp_path: Path) -> None:
+    """``seed: true`` is refused like a count; any whole number from 0 up is a seed."""
+    message = _error(tmp_path, BASE + "seed: true\n", 31, "seed")
+    assert message.endswith("true is not a seed; write a whole number between 0 and "
+                            f"{2**63 - 1}")
+    assert load_scenario(_write(tmp_path, BASE + "seed: 123456789\n"), ENV).seed == 123456789
+
+
+def test_counts_may_still_come_from_the_environment(tmp_path: Path) -> None:
+    """A count written as ``${VAR}`` is parsed from the variable's text, as before."""
+    scenario = load_scenario(_write(tmp_path, BASE + "  orders_per_supplier: ${N}\n"),
+                             {**ENV, "N": "12"})
+    assert scenario.trial is not None and scenario.trial.orders_per_supplier == 12
+
+
+@pytest.mark.parametrize(("text", "line", "key", "expected"), [
+    (_replace_line(27, "  spending_cap: 1e400"), 27, "trial.spending_cap",
+     "1e400 is not a sane amount; write a number between 0.01 and 10000000"),
+    (_replace_line(27, "  spending_cap: .inf"), 27, "trial.spending_cap",
+     "inf is not a sane amount; write a number between 0.01 and 10000000"),
+    (_replace_line(27, "  spending_cap: -5"), 27, "trial.spending_cap",
+     "-5 is not a sane amount; write a number between 0.01 and 10000000"),
+    (_replace_line(27, "  spending_cap: 10000000.01"), 27, "trial.spending_cap",
+     "10000000.01 is not a sane amount; write a number between 0.01 and 10000000"),
+    (_replace_line(10, "        face_value: 1e400"), 10, "suppliers[0].products[0].face_value",
+     "1e400 is not a sane amount; write a number between 0.01 and 10000000"),
+    (_replace_line(11, "        sale_price: 1.0e+300"), 11,
+     "suppliers[0].products[0].sale_price",
+     "1e+300 is not a sane amount; write a number between 0.01 and 10000000"),
+    (_replace_line(24, "        sale_price: 52\n    fees: {fixed_per_order: 1e400}"), 25,
+     "suppliers[1].fees.fixed_per_order",
+     "1e400 is not a sane amount; write a number between 0 and 10000000"),
+    (_replace_line(24, "        sale_price: 52\n    fees: {platform_pct: 1e400}"), 25,
+     "suppliers[1].fees.platform_pct",
+     "1e400 is not a sane percentage; write a number between 0 and 100"),
+    (BASE + BURST + "  abort: {spend: 1e400}\n", 35, "burst.abort.spend",
+     "1e400 is not a sane amount; write a number between 0.01 and 10000000"),
+])
+def test_absurd_money_is_refused_with_the_sane_range(tmp_path: Path, text: str, line: int,
+                                                     key: str, expected: str) -> None:
+    """Money that is infinite, negative or absurdly large is refused with the sane range."""
+    message = _error(tmp_path, text, line, key)
+    assert message.endswith(expected)
+
+
+def test_money_at_the_bound_loads(tmp_path: Path) -> None:
+    """A spending cap of exactly 10,000,000 is sane and loads as that Decimal."""
+    scenario = load_scenario(_write(tmp_path, _replace_line(27, "  spending_cap: 10000000")),
+                             ENV)
+    assert scenario.trial is not None and scenario.trial.spending_cap == Decimal(10_000_000)
+
+
+@pytest.mark.parametrize(("text", "line", "key", "expected"), [
+    (BASE + BURST.replace("rate_per_s: 5", "rate_per_s: 1.0e+9"), 32,
+     "burst.phases[0].rate_per_s",
+     "1000000000.0 is not a sane rate (orders per second); write a number between 0 and 5000"),
+    (BASE + BURST.replace("rate_per_s: 5", "to_rate_per_s: .nan"), 32,
+     "burst.phases[0].to_rate_per_s",
+     "nan is not a sane rate (orders per second); write a number between 0 and 5000"),
+    (_replace_line(26, "  deadline_s: .inf"), 26, "trial.deadline_s",
+     "inf is not a sane duration in seconds; write a number above 0 and at most 86400"),
+    (_replace_line(26, "  deadline_s: true"), 26, "trial.deadline_s",
+     "true is not a duration in seconds; write a number above 0 and at most 86400"),
+    (BASE + "  request_timeout_s: 1e30\n", 31, "trial.request_timeout_s",
+     "1e30 is not a sane timeout in seconds; write a number above 0 and at most 120"),
+    (BASE + "  poll: {max_interval_s: 1.0e+12}\n", 31, "trial.poll.max_interval_s",
+     "1000000000000.0 is not a sane window in seconds; write a number above 0 and at most "
+     "3600"),
+    (_replace_line(29, "    steam-50: 1.0e+308"), 29, "trial.product_mix.steam-50",
+     "1e+308 is not a sane weight; write a number above 0 and at most 1000000"),
+])
+def test_absurd_rates_and_durations_are_refused(tmp_path: Path, text: str, line: int, key: str,
+                                                expected: str) -> None:
+    """Rates, durations and weights that are not finite or absurdly large say the sane range."""
+    message = _error(tmp_path, text, line, key)
+    assert message.endswith(expected)
+
+
+def test_body_cap_has_a_default_and_a_sane_range(tmp_path: Path) -> None:
+    """Both plans cap a response body at 1 MiB by default; 1 KiB to 64 MiB may be written."""
+    scenario = load_scenario(_write(tmp_path, BASE + BURST), ENV)
+    assert scenario.trial is not None and scenario.burst is not None
+    assert scenario.trial.max_body_bytes == scenario.burst.max_body_bytes == 1_048_576
+    text = BASE + "  max_body_bytes: 2097152\n" + BURST + "  max_body_bytes: 1024\n"
+    scenario = load_scenario(_write(tmp_path, text), ENV)
+    assert scenario.trial is not None and scenario.burst is not None
+    assert (scenario.trial.max_body_bytes, scenario.burst.max_body_bytes) == (2_097_152, 1024)
+    message = _error(tmp_path, BASE + "  max_body_bytes: 512\n", 31, "trial.max_body_bytes")
+    assert message.endswith("512 is not a sane body cap in bytes; write a whole number "
+                            "between 1024 and 67108864")
+
+
+def test_fleet_files_get_the_same_limits(tmp_path: Path) -> None:
+    """Simulator profiles go through the same loader, so a bomb there is a ProfileError."""
+    path = _write(tmp_path, LAUGHS, "fleet.yaml")
+    with pytest.raises(ProfileError, match=rf"^{path}:5: aliases expand to more than"):
+        load_fleet(path)
 
 
 def test_secrets_never_leak() -> None:
@@ -480,3 +727,15 @@ def test_schema_describes_the_file_as_written() -> None:
     credentials = schema["$defs"]["Credentials"]
     assert credentials["properties"]["secret"]["pattern"] == r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$"
     assert set(schema["required"]) == {"name", "suppliers"}
+
+
+def test_schema_states_the_sane_ranges() -> None:
+    """The schema gives editors the same bounds the loader enforces, body caps included."""
+    defs = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))["$defs"]
+    cap = defs["TrialPlan"]["properties"]["spending_cap"]["anyOf"][0]
+    assert (cap["minimum"], cap["maximum"]) == (0.01, 10_000_000)
+    for plan in ("TrialPlan", "BurstPlan"):
+        body = defs[plan]["properties"]["max_body_bytes"]
+        assert (body["type"], body["default"]) == ("integer", 1_048_576)
+        assert (body["minimum"], body["maximum"]) == (1024, 64 * 1_048_576)
+        assert body["description"].startswith("Most bytes read of one response body")
