@@ -98,11 +98,12 @@ def latest_run(root: Path = Path("results")) -> Path:
     return runs[-1]
 
 
-def analyse_runs(run_dirs: Sequence[Path], config: RankingConfig | None = None
-                 ) -> RunAnalysis:
-    """Load the runs, then compute metrics and the ranking (see the module docstring)."""
+def analyse_runs(run_dirs: Sequence[Path], config: RankingConfig | None = None, *,
+                 allow_partial: bool = False) -> RunAnalysis:
+    """Load the runs, then compute metrics and the ranking (see the module docstring).
+    An interrupted run is refused unless ``allow_partial`` (then the report names it)."""
     dirs = [Path(d) for d in run_dirs]
-    tables = load_runs(dirs)
+    tables = load_runs(dirs, allow_partial=allow_partial)
     config = config if config is not None else ranking_config_from_manifest(tables.manifests[0])
     fees = fees_from_manifests(tables.manifests)
     if tables.orders.empty:
@@ -291,6 +292,10 @@ def evidence_limits(analysis: RunAnalysis) -> list[str]:
     """What these runs cannot tell yet, one sentence each."""
     ranking, config, metrics = analysis.ranking, analysis.config, analysis.metrics
     out: list[str] = []
+    for manifest in analysis.tables.manifests:
+        if manifest.get("partial"):
+            out.append(f"Run {manifest.get('run_id')} was interrupted and not resumed: "
+                       "its figures are partial (`trialbench resume` finishes it).")
     for group in ranking.groups:
         for a, b in pairwise(group):
             n_a, n_b = int(metrics.loc[a, "sla_share_n"]), int(metrics.loc[b, "sla_share_n"])

@@ -15,6 +15,40 @@ from pathlib import Path
 from harness import __version__
 from harness.errors import HarnessError
 
+EXIT_CODES = """exit codes:
+  0    done
+  1    a burst abort condition fired (or an SLA breach)
+  2    bad input: a scenario, profile or argument (the message names the file and line)
+  3    the run could not do its job: no supplier reachable, nothing accepted, a burst
+       worker lost (the run folder keeps what was recorded; see `trialbench resume`)
+  130  interrupted (Ctrl-C): finish the run with `trialbench resume RUN`"""
+
+DONE, ABORTED, BAD_INPUT, FAILED, INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _run_exit(run_dir: Path) -> int:
+    """The exit code of a finished run folder: 130 interrupted, 3 if it could not do its
+    job, 1 on a burst abort, else 0 (each reason printed to stderr)."""
+    import json
+
+    from harness.results import load_runs
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    if manifest.get("interrupted"):
+        return INTERRUPTED
+    if manifest.get("failed"):
+        print(f"trialbench: the run failed: {manifest['failed']}", file=sys.stderr)
+        return FAILED
+    orders = load_runs([run_dir], allow_partial=True).orders
+    sent = orders[orders["state"] != "skipped"]
+    if sent.empty or not sent["accepted_at"].notna().any():
+        why = "no order was sent (the spending cap allowed none?)" if sent.empty else \
+            f"no supplier accepted any of {len(sent)} orders: check the base URLs and " \
+            "credentials (the run folder has every error)"
+        print(f"trialbench: {why}", file=sys.stderr)
+        return FAILED
+    return ABORTED if manifest.get("burst_aborted") else DONE
+
 
 def _cmd_sim(args: argparse.Namespace) -> int:
     from harness.simulator.server import serve
@@ -52,7 +86,21 @@ def _cmd_trial(args: argparse.Namespace) -> int:
                         show_progress=not args.no_progress)
     print(f"run folder: {run_dir}")
     print(f"report:     {run_dir / 'report.md'}")
-    return 0
+    return _run_exit(run_dir)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from harness.run.resume import resume_run
+
+    run_dir = Path(args.run)
+    if not (run_dir / "manifest.json").is_file():
+        print(f"trialbench: error: {run_dir}: not a run folder (no manifest.json); see "
+              "`ls results/`", file=sys.stderr)
+        return BAD_INPUT
+    progress = resume_run(run_dir, show_progress=not args.no_progress)
+    print(f"resumed {run_dir}: asked about {len(progress.unsettled())} unsettled orders and "
+          f"{len(progress.open_refunds())} open refunds")
+    return _run_exit(run_dir)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -69,7 +117,8 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     from harness.report import print_ranking
 
     runs = [Path(r) for r in args.runs]
-    analysis = analyse_runs(runs)
+    analysis = analyse_runs(runs, allow_partial=args.allow_partial)
+    _name_partial_runs(analysis.tables.manifests)
     print_ranking(analysis.ranking, analysis.config)
     path = write_ranking_csv(analysis.ranking, Path(args.out) if args.out else runs[0])
     print(f"ranking:    {path}")
@@ -80,14 +129,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from harness.analysis import analyse_runs
     from harness.report import write_report
 
-    analysis = analyse_runs([Path(r) for r in args.runs])
+    analysis = analyse_runs([Path(r) for r in args.runs], allow_partial=args.allow_partial)
+    _name_partial_runs(analysis.tables.manifests)
     path = write_report(analysis, Path(args.out) if args.out else None)
     print(f"report:     {path}")
     return 0
 
 
+def _name_partial_runs(manifests: Sequence[dict[str, object]]) -> None:
+    for manifest in manifests:
+        if manifest.get("partial"):
+            print(f"trialbench: warning: run {manifest.get('run_id')} was interrupted; its "
+                  "figures are partial", file=sys.stderr)
+
+
 def _cmd_burst(args: argparse.Namespace) -> int:
-    import json
     import os
 
     from harness.run.burst import run_burst, terminal  # imports Locust (gevent patches)
@@ -108,10 +164,7 @@ def _cmd_burst(args: argparse.Namespace) -> int:
             out.print(f"simulator: {sim.url} ({len(fleet.suppliers)} suppliers)")
             env = {**os.environ, **fleet_env(fleet, sim.url)}
             run_dir = run_burst(Path(args.scenario), env=env, console=out, **options)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    if manifest.get("interrupted"):
-        return 130
-    return 1 if manifest.get("burst_aborted") else 0  # an abort condition fired
+    return _run_exit(run_dir)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -129,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trialbench",
         description="Benchmark digital-goods suppliers: trials, bursts, code checks, ranking.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"trialbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -144,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_cmd_sim)
 
     trial = sub.add_parser("trial", help="run a scenario's trial batch against its suppliers")
+    trial.epilog, trial.formatter_class = EXIT_CODES, argparse.RawDescriptionHelpFormatter
     trial.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file")
     trial.add_argument("--results", default="results", metavar="DIR",
                        help="where run folders go (default results/)")
@@ -166,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "gives the ranking: settings and fees")
     rank.add_argument("--out", metavar="DIR", default=None,
                       help="where ranking.csv goes (default: the first run folder)")
+    rank.add_argument("--allow-partial", action="store_true",
+                      help="also use interrupted runs (named as partial); by default they "
+                           "are refused until `trialbench resume` finishes them")
     rank.set_defaults(func=_cmd_rank)
 
     report = sub.add_parser("report", help="write a self-contained HTML report of one or "
@@ -175,10 +233,22 @@ def build_parser() -> argparse.ArgumentParser:
                              "gives the ranking: settings and fees")
     report.add_argument("--out", metavar="DIR", default=None,
                         help="where report.html goes (default: the first run folder)")
+    report.add_argument("--allow-partial", action="store_true",
+                        help="also use interrupted runs (named as partial in the report)")
+
+    resume = sub.add_parser("resume", help="finish an interrupted run: ask each supplier "
+                                           "about every unsettled order and refund, then "
+                                           "complete the plan (a trial) without buying twice",
+                            epilog=EXIT_CODES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    resume.add_argument("run", metavar="RUN", help="the run folder, e.g. results/<run-id>")
+    resume.add_argument("--no-progress", action="store_true", help="no live progress table")
+    resume.set_defaults(func=_cmd_resume)
     report.set_defaults(func=_cmd_report)
 
     burst = sub.add_parser("burst", help="run a scenario's peak-load burst on Locust (open "
                                          "model, latency from intended start)")
+    burst.epilog, burst.formatter_class = EXIT_CODES, argparse.RawDescriptionHelpFormatter
     burst.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file with a burst:")
     burst.add_argument("--results", default="results", metavar="DIR",
                        help="where run folders go (default results/)")
@@ -223,8 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except HarnessError as exc:
         print(f"trialbench: error: {exc}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     except KeyboardInterrupt:
-        print("trialbench: interrupted", file=sys.stderr)
-        return 130
+        print("trialbench: interrupted; `trialbench resume RUN` finishes the run",
+              file=sys.stderr)
+        return INTERRUPTED
     return code

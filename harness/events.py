@@ -116,6 +116,30 @@ class EventLog:
         self.close()
 
 
+FINISH_EVENTS = ("trial_finished", "burst_finished", "resume_finished")
+"""A run is complete when the last of these and :data:`START_EVENTS` is one of these
+(and says neither ``interrupted`` nor ``failed``)."""
+START_EVENTS = ("trial_started", "burst_started", "run_resumed")
+
+
+def run_complete(run_dir: Path) -> bool:
+    """True when the run's last start (or resume) was followed by its finish event. Reads
+    only the lines that mark a start or a finish, so it is cheap on a big burst log."""
+    marks: list[tuple[float, str]] = []
+    wanted = tuple(f'"type":"{kind}"' for kind in (*START_EVENTS, *FINISH_EVENTS))
+    for shard in run_dir.glob("events*.jsonl"):
+        with shard.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.endswith("\n") and any(w in line for w in wanted):
+                    event = json.loads(line)
+                    kind = event["type"]
+                    if kind in FINISH_EVENTS and (event.get("interrupted")
+                                                  or event.get("failed")):
+                        kind = "interrupted"
+                    marks.append((float(event["t"]), kind))
+    return bool(marks) and max(marks)[1] in FINISH_EVENTS
+
+
 def read_events(run_dir: Path) -> Iterator[dict[str, Any]]:
     """Every event of a run, from every shard, in time order.
 

@@ -292,7 +292,10 @@ def supplier_metrics(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.Data
     for name in suppliers_in(orders, codes, refunds, suppliers):
         own = orders[orders["supplier"] == name]
         sent = own[own["state"] != "skipped"]
-        delivery = sent[sent["mode"].isin(delivery_modes)]
+        # an order found by asking after a crash has no delivery time: not an SLA sample
+        timed = sent["resolution"].fillna("") != "reconciled" if "resolution" in sent \
+            else pd.Series(True, index=sent.index)
+        delivery = sent[sent["mode"].isin(delivery_modes) & timed]
         burst = sent[sent["mode"] == "burst"]
         hidden = _hidden_fee_per_order(suppliers[suppliers["supplier"] == name])
         fee = fee_map.get(name, {key: 0.0 for key in FEE_KEYS})

@@ -21,8 +21,18 @@ Events the tables are built from (fields beyond ``t``/``type``):
 - ``order_final``: supplier, client_order_id, state, last_state, amount, unit_price,
   codes_delivered, delivered_at (supplier's time, RFC 3339 or null), failure_reason,
   within_deadline, delivered_seen_at (Unix s or null), skipped (cap or null), accepted,
-  resolution (refused:<kind>, unknown_outcome, not_found_after_window, or null),
-  interrupted.
+  resolution (refused:<kind>, unknown_outcome, not_found_after_window, reconciled,
+  unknown_after_resume, never_sent, or null), interrupted.
+- ``spend_blocked``: supplier, client_order_id, needed, committed, fees (hidden fees
+  counted from balance reads), cap: the supplier's share of the cap did not allow it.
+- ``balance_read`` with phase ``spend_check``: read near the cap so hidden fees count.
+- ``run_interrupted`` (reason), ``trial_finished`` (budgets, retries): a run without its
+  finish event (``trial_finished``, ``burst_finished`` not interrupted, or
+  ``resume_finished`` after the last ``run_resumed``) was interrupted.
+- Written by ``trialbench resume`` (shard ``events-resume-<n>.jsonl``): ``run_resumed``,
+  ``order_resumed`` (client_order_id, intended_at, posted_at: when the log last saw a POST
+  or null), ``order_absent`` (a 404 after the window: placed anew, new intended_at),
+  ``refund_resumed``, ``refund_requested`` with via="resume", ``resume_finished``.
 - ``code_checked``: supplier, client_order_id, sku, and the fields of ``CodeCheck``.
 - ``code_redeemed``: supplier, client_order_id, code_hash, status; ``redeem_attempt``
   (supplier, client_order_id, code_hash) is written before the redeem is sent.
@@ -56,7 +66,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import ResultsError
-from harness.events import error_bucket, read_events
+from harness.events import error_bucket, read_events, run_complete
 
 RESULTS_ROOT = Path("results")
 
@@ -90,7 +100,9 @@ ORDERS_COLUMNS: dict[str, str] = {
     "resolve_gets": "GETs asking about an unknown outcome (drawn on the retry budget)",
     "polls": "GETs following an order the supplier holds (polls and a final look)",
     "resolution": "how a POST without a readable answer ended: refused:<kind>, "
-                  "unknown_outcome, not_found_after_window; empty if accepted at once",
+                  "unknown_outcome, not_found_after_window; after a resume: reconciled "
+                  "(found by asking; its delivery time is unknown), unknown_after_resume, "
+                  "never_sent; empty if accepted at once",
     "errors": "failed requests for this order (any kind)",
     "error_kind": "kind of the last failed POST if never accepted (e.g. http_503), else empty",
     "failure_reason": "supplier's reason when failed",
@@ -233,6 +245,8 @@ def build_tables(run_dir: Path) -> RunTables:
             }
         elif kind == "order_attempt":
             attempts[key][event.get("purpose") or event["method"]] += 1
+        elif kind == "order_absent" and key in orders:
+            orders[key]["intended_at"] = event["intended_at"]  # placed anew on resume
         elif kind == "order_error":
             errors[key].append(event)
         elif kind == "order_accepted" and key in orders:
@@ -252,6 +266,10 @@ def build_tables(run_dir: Path) -> RunTables:
             codes.append({**event, "run_id": run_id})
         elif kind == "code_redeemed":
             redeemed[event["code_hash"]] = event["status"]
+        elif kind == "refund_requested" and key in refunds and event.get("via") == "resume":
+            refunds[key].update(state=event.get("state") or "error",
+                                request_status=event["status"],
+                                claimed_amount=_money(event.get("amount")))
         elif kind == "refund_requested":
             refunds[key] = {"run_id": run_id, "mode": orders.get(key, {}).get("mode", ""),
                             "supplier": key[0], "client_order_id": key[1],
@@ -506,17 +524,34 @@ def load_manifest(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-def load_runs(run_dirs: Iterable[Path]) -> RunTables:
-    """Load and concatenate the tables of runs (building them from the log if missing)."""
+def load_runs(run_dirs: Iterable[Path], *, allow_partial: bool = False) -> RunTables:
+    """Load and concatenate the tables of runs (building them from the log if missing).
+
+    A run whose log lacks its finish event was interrupted (killed, or Ctrl-C): it is
+    refused, naming it, unless ``allow_partial``; then its manifest says
+    ``"partial": true`` and the report names it.
+    """
     parts: list[RunTables] = []
     for run_dir in run_dirs:
         if not run_dir.is_dir():
             raise ResultsError(f"{run_dir}: no such run folder; see `ls results/`")
-        if all((run_dir / f"{name}.parquet").exists() for name in SCHEMAS):
+        complete = run_complete(run_dir)
+        if not complete and not allow_partial:
+            raise ResultsError(f"{run_dir}: the run was interrupted (its log has no finish "
+                               f"event); finish it with `trialbench resume {run_dir}`, or "
+                               "pass --allow-partial to use what it recorded")
+        fresh = complete and (run_dir / "manifest.json").exists() and all(
+            (run_dir / f"{name}.parquet").exists()
+            and (run_dir / f"{name}.parquet").stat().st_mtime
+            >= max((p.stat().st_mtime for p in run_dir.glob("events*.jsonl")), default=0)
+            for name in SCHEMAS)
+        if fresh:
             frames = {n: pd.read_parquet(run_dir / f"{n}.parquet") for n in SCHEMAS}
-            parts.append(RunTables(**frames, manifests=[load_manifest(run_dir)]))
+            part = RunTables(**frames, manifests=[load_manifest(run_dir)])
         else:
-            parts.append(build_tables(run_dir))
+            part = build_tables(run_dir)
+        part.manifests[0]["partial"] = not complete
+        parts.append(part)
     if not parts:
         raise ResultsError("no run folders given")
     merged = {n: pd.concat([getattr(p, n) for p in parts], ignore_index=True) for n in SCHEMAS}

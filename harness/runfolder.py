@@ -75,6 +75,16 @@ class RunFolder:
         folder.write_manifest()
         return folder
 
+    @classmethod
+    def reopen(cls, path: Path, scenario: Any, *, log_name: str) -> RunFolder:
+        """An existing run folder, to resume it: its manifest, and a new log shard."""
+        manifest = json.loads((path / "manifest.json").read_text())
+        manifest["finished_at"] = None
+        keep = bool(getattr(scenario.trial, "keep_plain_codes", False))
+        folder = cls(path.parent, path, manifest, keep, log_name=log_name)
+        folder.write_manifest()
+        return folder
+
     def write_manifest(self) -> None:
         tmp = self.path / "manifest.json.tmp"
         tmp.write_text(json.dumps(self.manifest, indent=2, default=str) + "\n")

@@ -393,3 +393,102 @@ def test_tight_retry_budget_asks_once_after_the_window() -> None:
     assert script.run(life.steps(check_codes=False), life) == "failed"
     assert script.sent[1][0] >= T0 + RULES.unknown_window_s
     assert final(log)["resolution"] == "not_found_after_window"
+
+
+# ---------------------------------------------------------------------------- resume
+
+
+def resume_order(answers: list[tuple[str, HttpResponse]], posted_at: float | None, *,
+                 may_place: bool = True, cap: str = "100", start: float = 60.0,
+                 ) -> tuple[str, OrderLife, Script, Log]:
+    """Resume order o-1 of a run interrupted ``start`` s after T0 (its POST logged at
+    ``posted_at``, or never)."""
+    script = Script(answers)
+    script.now = T0 + start
+    supplier, log = side(script, cap=cap)
+    life = supplier.new_order("o-1", PRODUCT, T0)
+    state = script.run(life.resume(posted_at, may_place=may_place, check_codes=False), life)
+    assert not script.answers, f"answers left over: {script.answers}"
+    return state, life, script, log
+
+
+def test_resumed_order_the_supplier_holds_is_asked_about_never_posted() -> None:
+    """A resumed order whose POST was logged is asked about by id; found, it is followed
+    to its final state, never POSTed again, and has no delivery time."""
+    state, life, script, log = resume_order([("resolve", answer(200, {"order": order_json()}))],
+                                            T0 + 1)
+    assert state == "success" and [p for _, p, _ in script.sent] == ["resolve"]
+    assert final(log)["resolution"] == "reconciled"
+    assert final(log)["delivered_seen_at"] is None
+    assert life.side.budget.committed == Decimal("9.50")
+
+
+def test_resumed_order_proven_absent_is_placed_again_under_the_same_id() -> None:
+    """A 404 after the not-found window proves the supplier holds nothing: only then is
+    the order placed, with the same client order id."""
+    state, _, script, log = resume_order(
+        [("resolve", err(404, "order_not_found")), ("place", placed())], T0 + 1)
+    assert state == "success" and [p for _, p, _ in script.sent] == ["resolve", "place"]
+    assert json.loads(script.sent[1][2].request.body)["client_order_id"] == "o-1"
+    assert len(log.of("order_absent")) == 1
+
+
+def test_resumed_order_404_inside_the_window_is_not_placed_again() -> None:
+    """A 404 while the not-found window is still open proves nothing: the order is asked
+    about again after the window, and placed only if still absent."""
+    state, _, script, _ = resume_order(
+        [("resolve", err(404, "order_not_found")),
+         ("resolve", answer(200, {"order": order_json()}))], T0 + 59, start=60.0)
+    assert state == "success" and [p for _, p, _ in script.sent] == ["resolve", "resolve"]
+    assert script.sent[1][0] >= T0 + 59 + RULES.unknown_window_s
+
+
+def test_resumed_burst_order_proven_absent_is_failed_not_placed() -> None:
+    """A burst's schedule cannot be replayed: an order proven absent is final failed."""
+    state, _, script, log = resume_order([("resolve", err(404, "order_not_found"))], T0 + 1,
+                                         may_place=False)
+    assert state == "failed" and [p for _, p, _ in script.sent] == ["resolve"]
+    assert final(log)["resolution"] == "not_found_after_window"
+
+
+def test_resumed_order_with_no_answer_stays_unknown_and_keeps_its_money_even_past_the_cap(
+) -> None:
+    """A sent order the supplier never answers about stays unknown with its reservation
+    held, even when the cap is already spent: the money may be gone."""
+    state, life, script, log = resume_order([("resolve", NO_ANSWER)] * 3, T0 + 1, cap="0")
+    assert state == "unknown" and "place" not in [p for _, p, _ in script.sent]
+    assert life.side.budget.committed == Decimal("10.00")  # the listed price, held
+    assert final(log)["resolution"] == "unknown_after_resume"
+
+
+def test_resumed_order_never_sent_is_placed_if_the_plan_allows() -> None:
+    """An order planned but never sent is placed on resume (a trial), within the cap."""
+    state, _, script, _ = resume_order([("place", placed())], None)
+    assert state == "success" and [p for _, p, _ in script.sent] == ["place"]
+    state, _, script, log = resume_order([], None, cap="5")
+    assert state == "skipped" and not script.sent and log.of("spend_blocked")
+
+
+def test_unreadable_201_keeps_the_reservation_so_the_cap_holds() -> None:
+    """Orders answered 201 with a body that cannot be read stay reserved: a cap that
+    allows two orders lets exactly two out, whatever the answers."""
+    script = Script([])
+    supplier, log = side(script, cap="20.00")
+    states = []
+    for i in range(10):
+        script.answers = [("place", answer(201, b"<html>oops")), *[("resolve", NO_ANSWER)] * 3]
+        life = supplier.new_order(f"o-{i}", PRODUCT, script.now)
+        states.append(script.run(life.steps(check_codes=False), life))
+        script.answers.clear()
+    assert states.count("unknown") == 2 and states.count("skipped") == 8
+    assert len([e for e in log.of("order_attempt") if e["purpose"] == "place"]) == 2
+    assert supplier.budget.committed == Decimal("20.00")
+
+
+def test_negative_amount_is_a_protocol_error_not_a_refund_of_the_cap() -> None:
+    """An order answered with a negative amount is a bad answer (outcome unknown, money
+    kept reserved), never a credit that lowers the committed total."""
+    state, life, _, log = run_order([("place", placed(amount="-500.00")),
+                                     *[("resolve", NO_ANSWER)] * 3])
+    assert state == "unknown" and life.side.budget.committed == Decimal("10.00")
+    assert log.of("order_error")[0]["kind"] == "bad_response"

@@ -18,22 +18,84 @@ from decimal import Decimal
 
 
 class Budget:
-    """What a run (or one burst worker, with its share) may still commit."""
+    """What one supplier's share of a run's spending cap (or a burst worker's part of it)
+    may still commit.
+
+    ``committed`` is every open reservation plus what settled orders really took. Hidden
+    fees are counted too: :meth:`observe` takes the balance's fall since the first order,
+    and whatever the committed total cannot explain is a fee. Each later reservation adds
+    the fee per charged order seen so far, and the fees of orders settled since the last
+    reading are estimated at that rate, so an undisclosed fee cannot walk spending past
+    the cap. A fee is known only once a balance shows it: with no reading yet, the first
+    orders' fees are not counted.
+    """
 
     def __init__(self, cap: Decimal) -> None:
+        if not cap.is_finite() or cap < 0:
+            raise ValueError(f"spending cap {cap} is not a finite amount >= 0")
         self.cap = cap
         self.committed = Decimal(0)
+        self.charged = 0
+        """Settled orders that took money."""
+        self.fees_seen = Decimal(0)
+        """Fees the last balance reading proves (what ``committed`` cannot explain)."""
+        self._charged_at_reading = 0
 
-    def reserve(self, amount: Decimal) -> bool:
-        """Reserve ``amount``; False (and nothing reserved) if it would pass the cap."""
-        if not amount.is_finite() or amount < 0 or self.committed + amount > self.cap:
-            return False
-        self.committed += amount
-        return True
+    @property
+    def fee_per_order(self) -> Decimal:
+        """The undisclosed fee per charged order, as the balance readings show it."""
+        if self._charged_at_reading == 0:
+            return self.fees_seen  # fees seen before any order settled: count them once
+        return (self.fees_seen / self._charged_at_reading).quantize(Decimal("0.01"),
+                                                                     rounding="ROUND_UP")
+
+    @property
+    def fees(self) -> Decimal:
+        """Hidden fees counted against the cap: seen, or estimated for orders since."""
+        if self._charged_at_reading == 0:
+            return self.fees_seen
+        return max(self.fees_seen, self.fee_per_order * self.charged)
+
+    @property
+    def spent(self) -> Decimal:
+        """The most this share may have cost: reservations, amounts taken, hidden fees."""
+        return self.committed + self.fees
+
+    def room(self) -> Decimal:
+        return self.cap - self.spent
+
+    def reserve(self, amount: Decimal, *, held: bool = False) -> Decimal | None:
+        """Reserve ``amount`` and the fee per order seen so far; what was reserved, or None
+        (and nothing reserved) if it would pass the cap or is not a sane amount.
+
+        ``held``: the money may already be spent (an order a resumed run's log says was
+        sent), so it is counted whatever the cap says."""
+        if not amount.is_finite() or amount < 0:
+            return None
+        needed = amount + (self.fee_per_order if self.fees_seen > 0 else Decimal(0))
+        if not held and self.spent + needed > self.cap:
+            return None
+        self.committed += needed
+        return needed
 
     def settle(self, reserved: Decimal, actual: Decimal) -> None:
-        """Replace a reservation by what the order really took."""
+        """Replace a reservation by what the order really took (a fee estimate included in
+        the reservation is counted by :attr:`fees` from now on)."""
         self.committed += actual - reserved
+        if actual > 0:
+            self.charged += 1
+
+    def observe(self, balance_drop: Decimal) -> None:
+        """The balance has fallen ``balance_drop`` since before the first order (read during
+        the order phase, before any refund): count what the committed total cannot explain
+        as hidden fees. Open reservations are at least what their orders can have taken, so
+        the fee counted is never more than the supplier really took."""
+        if not balance_drop.is_finite():
+            return
+        unexplained = balance_drop - self.committed
+        if unexplained > self.fees_seen:
+            self.fees_seen = unexplained
+            self._charged_at_reading = self.charged
 
 
 class RetryBudget:

@@ -344,6 +344,8 @@ class OrderLife:
     checks: list[CodeCheck] = field(default_factory=list)
     wake: Callable[[], None] = field(default=lambda: None)
     """Set by the executor: called when a callback brings a newer view."""
+    resumed_at: float | None = None
+    """When ``trialbench resume`` took the order up again: it is followed from then."""
 
     @property
     def deadline_at(self) -> float:
@@ -351,7 +353,9 @@ class OrderLife:
 
     @property
     def follow_until(self) -> float:
-        return self.intended_at + self.side.rules.follow_s
+        start = self.intended_at if self.resumed_at is None \
+            else max(self.intended_at, self.resumed_at)
+        return start + self.side.rules.follow_s
 
     @property
     def is_final(self) -> bool:
@@ -410,14 +414,22 @@ class OrderLife:
                    sale_price=self.product.sale_price, face_value=self.product.face_value,
                    **self.planned)
         side.count("planned")
-        needed = self.listed_price * quantity
-        if not side.budget.reserve(needed):
+        return self.reserve()
+
+    def reserve(self, *, held: bool = False) -> bool:
+        """Reserve the order's worst case (and the hidden fee per order seen so far); False,
+        final ``skipped`` and a ``spend_blocked`` event if the cap does not allow it.
+        ``held``: the order may exist already (see :meth:`Budget.reserve`)."""
+        side = self.side
+        needed = self.listed_price * side.rules.quantity
+        reserved = side.budget.reserve(needed, held=held)
+        if reserved is None:
             side.write("spend_blocked", client_order_id=self.client_order_id, needed=needed,
-                       committed=side.budget.committed, cap=side.budget.cap,
-                       worker=side.worker)
+                       committed=side.budget.committed, fees=side.budget.fees,
+                       cap=side.budget.cap, worker=side.worker)
             self.finish("skipped")
             return False
-        self.reserved = needed
+        self.reserved = reserved
         return True
 
     def steps(self, *, check_codes: bool = True) -> Steps[str]:
@@ -427,7 +439,12 @@ class OrderLife:
         """
         if not self.plan():
             return "skipped"
-        outcome = yield from self.place()
+        return (yield from self._live(check_codes=check_codes))
+
+    def _live(self, *, check_codes: bool, outcome: str | None = None) -> Steps[str]:
+        """Place (unless ``outcome`` is already known), follow, finalise, check codes."""
+        if outcome is None:
+            outcome = yield from self.place()
         if outcome == "accepted":
             yield from self.follow()
             state = self.order.state.value if self.order is not None and self.is_final \
@@ -438,6 +455,49 @@ class OrderLife:
         if check_codes:
             yield from self.check_codes()
         return state
+
+    def resume(self, posted_at: float | None, *, may_place: bool,
+               check_codes: bool = True) -> Steps[str]:
+        """The order of an interrupted run, taken up again by ``trialbench resume``.
+
+        ``posted_at`` is when the log says its last POST was sent (None: never sent). An
+        order never sent is placed now if ``may_place`` (a trial completing its plan), else
+        final ``skipped``. An order that was sent is asked about by client order id; it is
+        placed again (same id) only if ``may_place`` and a 404 after the not-found window
+        proves the supplier does not hold it. Nothing else ever buys it again.
+        """
+        side = self.side
+        self.resumed_at = side.clock()
+        side.write("order_resumed", client_order_id=self.client_order_id,
+                   intended_at=self.intended_at, posted_at=posted_at, worker=side.worker)
+        if posted_at is None and not may_place:
+            self.resolution = "never_sent"
+            self.finish("skipped")
+            return "skipped"
+        if not self.reserve(held=posted_at is not None):
+            return "skipped"
+        outcome: str | None = None
+        if posted_at is not None:
+            self.asking = True
+            outcome = yield from self.resolve(posted_at, resumed=True)
+            self.asking = False
+            if outcome == "accepted":
+                self.resolution = "reconciled"
+                if self.order is not None and self.order.state.delivered:
+                    self.delivered_seen_at = None  # delivered while no one watched: no time
+            elif outcome == "failed" and may_place:
+                self.intended_at = side.clock()
+                side.write("order_absent", client_order_id=self.client_order_id,
+                           reason="not_found_after_window", intended_at=self.intended_at)
+                self.resolution = None
+                side.budget.settle(self.reserved, Decimal(0))
+                self.reserved = Decimal(0)
+                if not self.reserve():  # placing it now is a new purchase: the cap decides
+                    return "skipped"
+                outcome = None  # the supplier proved it holds nothing: place it now
+            elif outcome == "unknown":
+                self.resolution = "unknown_after_resume"
+        return (yield from self._live(check_codes=check_codes, outcome=outcome))
 
     def place(self) -> Steps[str]:
         """POST (and re-POST the same id after a 429); resolve an unknown outcome by asking.
@@ -480,14 +540,16 @@ class OrderLife:
             attempt += 1
             self._attempt(attempt, "POST", "repost")
 
-    def resolve(self, sent_at: float) -> Steps[str]:
+    def resolve(self, sent_at: float, *, resumed: bool = False) -> Steps[str]:
         """Ask by client order id after an unknown outcome: soon (unless the retry budget
         is tight), then once the not-found window has passed. ``accepted``, ``failed``
-        (404 after the window) or ``unknown``."""
+        (404 after the window) or ``unknown``. A resumed order is asked from now on."""
         side = self.side
         rules = side.rules
         window_end = sent_at + rules.unknown_window_s
         give_up = window_end + rules.unknown_window_s  # money outranks the follow time
+        if resumed:
+            give_up = max(give_up, side.clock() + rules.unknown_window_s)
         ask_at = min(side.clock() + rules.first_resolve_after_s, window_end)
         if side.retry.room() < rules.max_resolve_gets:
             ask_at = window_end  # budget tight: ask once, when a 404 is conclusive
@@ -706,6 +768,30 @@ class RefundLife:
                    amount=result.amount, refund_id=result.refund_id)
         side.count("refunds")
         self.seen(result)
+        return True
+
+    def resume(self) -> Steps[bool]:
+        """A refund request an interrupted run's log says was sent but never finished: ask
+        the supplier; request it again only if it holds no refund for the order."""
+        side = self.side
+        side.refunds[self.client_order_id] = self
+        side.write("refund_resumed", client_order_id=self.client_order_id, reason=self.reason)
+        asked = yield from read_steps(lambda: side.driver.get_refund(self.client_order_id),
+                                      side.driver.parse_refund, purpose="refund_resolve",
+                                      clock=side.clock, rng=side.rng)
+        if isinstance(asked, Failure):
+            del side.refunds[self.client_order_id]
+            if asked.status == 404:
+                return (yield from self.request())
+            side.write("refund_requested", client_order_id=self.client_order_id,
+                       reason=self.reason, status=asked.status, error=asked.kind,
+                       state="error")
+            return False
+        side.write("refund_requested", client_order_id=self.client_order_id,
+                   reason=self.reason, status=200, state=asked.state, amount=asked.amount,
+                   refund_id=asked.refund_id, via="resume")
+        side.count("refunds")
+        self.seen(asked)
         return True
 
     def follow(self, until: float) -> Steps[None]:

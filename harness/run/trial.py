@@ -20,7 +20,7 @@ import random
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from harness.codes import REFUND_REASON_FOR, DuplicateIndex, load_code_key
 from harness.drivers.base import Credentials
@@ -43,6 +43,9 @@ from harness.run.lifecycle import (
 from harness.runfolder import RunFolder, earlier_code_hashes
 from harness.scenario import ProductConfig, Scenario, SupplierConfig, TrialPlan
 
+if TYPE_CHECKING:
+    from harness.run.resume import PastOrder, RunProgress
+
 T = TypeVar("T")
 
 GRACE_FACTOR = 1.0
@@ -54,7 +57,7 @@ class TrialRun:
     """Everything shared by the suppliers of one trial run."""
 
     def __init__(self, scenario: Scenario, folder: RunFolder, transport: AsyncTransport,
-                 progress: TrialProgress) -> None:
+                 progress: TrialProgress, past: RunProgress | None = None) -> None:
         if scenario.trial is None:
             raise ValueError("scenario has no trial plan")
         self.scenario = scenario
@@ -63,7 +66,7 @@ class TrialRun:
         self.log: EventLog = folder.log
         self.transport = transport
         self.progress = progress
-        self.budget = Budget(self.plan.spending_cap)
+        self.past = past
         self.order_prefix = order_prefix(folder.path.name, "trial")
         self.receiver = CallbackReceiver(self.on_callback, on_reject=self._rejected)
         rules = Rules.of(self.plan, follow_s=self.plan.deadline_s * (1 + GRACE_FACTOR))
@@ -73,13 +76,17 @@ class TrialRun:
                                      scenario.issuer.api_key.get_secret_value())
         code_key = load_code_key(folder.root)
         duplicates = DuplicateIndex(earlier_code_hashes(folder.root, exclude=folder.path))
+        if past is not None:
+            for digest in past.code_hashes:
+                duplicates.see(digest)  # this run's codes, checked before the interruption
+        share = fair_share(self.plan.spending_cap, len(scenario.suppliers))
         self.sides: dict[str, SupplierSide] = {}
         for config in scenario.suppliers:
             self.sides[config.name] = SupplierSide(
                 name=config.name, driver=build_driver(config.driver, config.base_url, Credentials(
                     config.credentials.api_key.get_secret_value(),
                     config.credentials.secret.get_secret_value())),
-                rules=rules, log=self.log, budget=self.budget,
+                rules=rules, log=self.log, budget=Budget(share),
                 retry=RetryBudget(self.plan.retries.ratio, self.plan.retries.reserve),
                 clock=time.time, mode="trial", worker="trial",
                 tally=lambda name, key, _value: progress.count(name, key),
@@ -88,6 +95,7 @@ class TrialRun:
                 rng=random.Random(f"{scenario.seed}:{config.name}:backoff"))
         self.configs = {s.name: s for s in scenario.suppliers}
         self.balance_locks = {name: asyncio.Lock() for name in self.sides}
+        self.balance_before: dict[str, Decimal | None] = {}
 
     async def drive(self, steps: Steps[T], news: asyncio.Event | None = None) -> T:
         return await drive(self.transport, steps, news=news)
@@ -115,8 +123,12 @@ class TrialRun:
     # one supplier
     async def run_supplier(self, side: SupplierSide) -> None:
         plan = self.plan
+        past = self.past
         await self.drive(side.read_catalog())
-        side.last_balance = await self.drive(side.read_balance("before"))
+        before = past.balances.get((side.name, "before")) if past is not None else None
+        if before is None:
+            before = await self.drive(side.read_balance("before"))
+        side.last_balance = self.balance_before[side.name] = before
         products = self.draw_products(self.configs[side.name])
         semaphore = asyncio.Semaphore(plan.concurrency)
 
@@ -125,20 +137,57 @@ class TrialRun:
                 await self.run_order(side, index, product)
 
         await asyncio.gather(*(one(i, p) for i, p in enumerate(products)))
-        side.last_balance = await self.drive(side.read_balance("after_orders"))
+        after = past.balances.get((side.name, "after_orders")) if past is not None else None
+        if after is None:  # (read before the interruption: later ones may hold refunds)
+            after = await self.drive(side.read_balance("after_orders"))
+        side.last_balance = after
         await self.redeem_sample(side)
         await self.after_sales(side)
         await self.drive(side.read_balance("after_refunds"))
 
     async def run_order(self, side: SupplierSide, index: int, product: ProductConfig) -> None:
         cid = f"{self.order_prefix}-{side.name}-{index:04d}"[:64]
+        past = self.past.order(side.name, cid) if self.past is not None else None
+        if past is not None and past.settled:
+            self.restore(side, product, past)
+            return
         life = side.new_order(cid, product, time.time())
+        await self.watch_spending(side, life.listed_price)
         news = asyncio.Event()
         life.wake = news.set
         try:
-            await self.drive(life.steps(), news)
+            if past is None:
+                await self.drive(life.steps(), news)
+            else:  # sent (or planned) before the interruption: ask, never buy again blindly
+                if past.posted_at is not None:
+                    life.intended_at = past.intended_at
+                await self.drive(life.resume(past.posted_at, may_place=True), news)
         finally:
             life.finish("unknown", interrupted=True)  # a no-op unless cancelled mid-way
+
+    def restore(self, side: SupplierSide, product: ProductConfig, past: PastOrder) -> None:
+        """An order the interrupted run settled: counted against the cap, and kept for
+        the after-sales plan, with no request."""
+        life = side.new_order(past.client_order_id, product, past.intended_at)
+        assert past.final is not None
+        life.final_state = past.final["state"]
+        life.accepted = True
+        life.checks = list(past.checks)
+        reserved = side.budget.reserve(past.listed_price, held=True) or Decimal(0)
+        side.budget.settle(reserved, past.amount)
+        self.progress.count(side.name, life.final_state)
+
+    async def watch_spending(self, side: SupplierSide, price: Decimal) -> None:
+        """Near the cap, read the balance before the next order, so hidden fees count."""
+        before = self.balance_before.get(side.name)
+        budget = side.budget
+        per_order = (price + budget.fee_per_order) * side.rules.quantity
+        if before is None or budget.room() >= per_order * (self.plan.concurrency + 1):
+            return
+        async with self.balance_locks[side.name]:
+            balance = await self.drive(side.read_balance("spend_check"))
+        if balance is not None:
+            budget.observe(before - balance)
 
     # after-sales
     def _unused_refund_orders(self, side: SupplierSide) -> list[OrderLife]:
@@ -152,7 +201,7 @@ class TrialRun:
         if side.issuer is None or self.plan.redeem_sample <= 0:
             return
         keep = {life.client_order_id for life in self._unused_refund_orders(side)}
-        left = self.plan.redeem_sample
+        left = self.plan.redeem_sample - (self.past.redeemed[side.name] if self.past else 0)
         for life in side.orders.values():
             if life.client_order_id in keep:
                 continue
@@ -165,6 +214,19 @@ class TrialRun:
 
     async def after_sales(self, side: SupplierSide) -> None:
         plan = self.plan.after_sales
+        past = self.past
+        resumed: list[RefundLife] = []
+        if past is not None:  # refunds the interrupted run asked for
+            for refund in past.refunds.values():
+                if refund.supplier != side.name:
+                    continue
+                if refund in past.open_refunds():
+                    resumed.append(RefundLife(side, refund.client_order_id, refund.reason))
+                else:
+                    side.refunds[refund.client_order_id] = RefundLife(
+                        side, refund.client_order_id, refund.reason, attributed=True)
+        asked_before = {cid for (name, cid) in past.refunds if name == side.name} \
+            if past is not None else set()
         wanted: dict[str, str] = {}
         for life in self._unused_refund_orders(side):
             wanted[life.client_order_id] = "unused"
@@ -173,12 +235,16 @@ class TrialRun:
                 bad = [c.verdict for c in life.checks if c.verdict != "valid"]
                 if bad and life.final_state in ("success", "partial"):
                     wanted[life.client_order_id] = REFUND_REASON_FOR.get(bad[0], "other")
-        if not wanted:
+        for cid in asked_before:
+            wanted.pop(cid, None)
+        if not wanted and not resumed:
             return
         # every request is answered before any credit is attributed, so a refund the
         # supplier already credited is never missing from the group it belongs to
         refunds = [RefundLife(side, cid, reason) for cid, reason in wanted.items()]
-        held = await asyncio.gather(*(self.drive(r.request()) for r in refunds))
+        held = await asyncio.gather(*(self.drive(r.request()) for r in refunds),
+                                    *(self.drive(r.resume()) for r in resumed))
+        refunds += resumed
         until = time.time() + plan.refund_follow_s
         await asyncio.gather(*(self.follow_refund(r, until)
                                for r, ok in zip(refunds, held, strict=True) if ok))
@@ -196,36 +262,49 @@ class TrialRun:
         callback_url = self.receiver.url if self.plan.delivery != "poll" else None
         for side in self.sides.values():
             side.callback_url = f"{callback_url}/callbacks/{side.name}" if callback_url else None
-        self.log.write("trial_started", suppliers=list(self.sides),
-                       orders_per_supplier=self.plan.orders_per_supplier,
-                       callback_url=callback_url, order_prefix=self.order_prefix)
+        if self.past is None:
+            self.log.write("trial_started", suppliers=list(self.sides),
+                           orders_per_supplier=self.plan.orders_per_supplier,
+                           callback_url=callback_url, order_prefix=self.order_prefix)
         try:
             async with self.progress:
                 await asyncio.gather(*(self.run_supplier(s) for s in self.sides.values()))
+        except BaseException as exc:
+            self.log.write("run_interrupted", reason=type(exc).__name__)
+            raise
         finally:
             await self.receiver.stop()
-            self.log.write("trial_finished", committed=self.budget.committed,
-                           cap=self.budget.cap,
-                           retries={n: {"first": s.retry.first, "extra": s.retry.extra,
-                                        "denied": s.retry.denied}
-                                    for n, s in self.sides.items()})
+        # the finish event: a run without it is interrupted (see harness.run.resume)
+        self.log.write("trial_finished", cap=self.plan.spending_cap,
+                       budgets={n: {"cap": s.budget.cap, "committed": s.budget.committed,
+                                    "fees": s.budget.fees} for n, s in self.sides.items()},
+                       retries={n: {"first": s.retry.first, "extra": s.retry.extra,
+                                    "denied": s.retry.denied}
+                                for n, s in self.sides.items()})
 
 
 async def run_trial_async(scenario: Scenario, folder: RunFolder, *,
-                          show_progress: bool = True) -> None:
+                          show_progress: bool = True, past: RunProgress | None = None) -> None:
     """Run the trial of ``scenario`` into ``folder`` (which the caller opened)."""
     plan = scenario.trial
     if plan is None:
         raise ValueError("scenario has no trial plan")
     transport = AsyncTransport(plan.request_timeout_s,
                                max_connections=max(20, plan.concurrency * len(scenario.suppliers)
-                                                   + 20))
+                                                   + 20),
+                               max_body_bytes=plan.max_body_bytes)
     progress = TrialProgress([s.name for s in scenario.suppliers], plan.orders_per_supplier,
                              enabled=show_progress)
     try:
-        await TrialRun(scenario, folder, transport, progress).run()
+        await TrialRun(scenario, folder, transport, progress, past).run()
     finally:
         await transport.aclose()
+
+
+def fair_share(cap: Decimal, suppliers: int) -> Decimal:
+    """Each supplier's part of the spending cap (cents, rounded down): a fast supplier
+    cannot use up a slow one's budget and skew the comparison."""
+    return (cap / max(1, suppliers)).quantize(Decimal("0.01"), rounding="ROUND_DOWN")
 
 
 def worst_case_cost(scenario: Scenario) -> Decimal:
