@@ -247,6 +247,8 @@ def build_tables(run_dir: Path) -> RunTables:
             attempts[key][event.get("purpose") or event["method"]] += 1
         elif kind == "order_absent" and key in orders:
             orders[key]["intended_at"] = event["intended_at"]  # placed anew on resume
+        elif kind == "order_resumed" and key in orders and event.get("posted_at") is None:
+            orders[key]["intended_at"] = event["intended_at"]  # never sent: placed on resume
         elif kind == "order_error":
             errors[key].append(event)
         elif kind == "order_accepted" and key in orders:
