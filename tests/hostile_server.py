@@ -8,13 +8,16 @@ answer field by field, or breaks the answer as a whole:
   ``time_number`` (times as numbers), ``amount_list`` (money as a list), ``not_finite``
   (money as the bare JSON number ``1e999``), ``nan`` (``"NaN"``), ``absurd`` (money
   ``1e30`` as a plain decimal), ``negative`` (``"-5.00"``), ``bad_regex`` (a catalog
-  ``code_pattern`` with catastrophic backtracking);
+  ``code_pattern`` with catastrophic backtracking), ``surrogate`` (strings holding a
+  lone UTF-16 surrogate, valid JSON that Python cannot encode);
 - body modes: ``deep`` (100,000 levels of nested JSON), ``empty``, ``html``,
   ``truncated`` (half a JSON document, correctly framed), ``cut_off`` (Content-Length
   promises more than is sent before the connection closes: a 201 whose body cannot be
   read), ``oversized`` (50 MB, streamed from one small buffer, with Content-Length),
-  ``oversized_chunked`` (the same, chunked: no length to refuse early), ``trickle`` (the
-  body at one byte a second), ``silent`` (reads the request, never answers);
+  ``oversized_chunked`` (the same, chunked: no length to refuse early), ``gzip_bomb``
+  (100 KB of gzip that inflates to 100 MB, sent although nobody asked for gzip),
+  ``huge_headers`` (50 MB of headers), ``trickle`` (the body at one byte a second),
+  ``silent`` (reads the request, never answers);
 - ``redirect`` / ``redirect302``: 307 / 302 to the same path on a second loopback server,
   the :class:`Trap`, which records whatever reaches it;
 - ``ok``: a well-formed answer (the corrupted modes start from it).
@@ -49,12 +52,13 @@ FIELD_MODES: dict[str, dict[str, Any]] = {
                             "1" + "0" * 30 + ".00"),
     "negative": dict.fromkeys(("amount", "price", "balance", "unit_price"), "-5.00"),
     "bad_regex": {"code_pattern": "^(a+)+$"},
+    "surrogate": {"serial": "\ud800", "sku": "\udfff", "currency": "\ud800"},
 }
 """Field modes: field name → the value it takes wherever it occurs; ``@raw@`` is written
 into the JSON text as it is (``1e999`` is valid JSON that parses to infinity)."""
 
 BODY_MODES = ("deep", "empty", "html", "truncated", "cut_off", "oversized",
-              "oversized_chunked", "trickle", "silent")
+              "oversized_chunked", "gzip_bomb", "huge_headers", "trickle", "silent")
 REDIRECT_MODES = ("redirect", "redirect302")
 MODES = ("ok", *FIELD_MODES, *BODY_MODES, *REDIRECT_MODES)
 
@@ -84,6 +88,18 @@ def refund_doc() -> dict[str, Any]:
     at = _moment()
     return {"refund_id": "R-1", "state": "completed", "amount": "9.50", "reason": "unused",
             "requested_at": at, "resolved_at": at}
+
+
+_BOMB: list[bytes] = []
+
+
+def _gzip_bomb() -> bytes:
+    """100 MB of zeros, gzipped (about 100 KB), made once, a megabyte at a time."""
+    if not _BOMB:
+        packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        zeros = bytes(1 << 20)
+        _BOMB.append(b"".join(packer.compress(zeros) for _ in range(100)) + packer.flush())
+    return _BOMB[0]
 
 
 def _corrupt(value: Any, fields: dict[str, Any]) -> Any:
@@ -223,6 +239,32 @@ class _Hostile(BaseHTTPRequestHandler):
                 self.wfile.write(b"0\r\n\r\n")
         except OSError:
             pass  # the client hung up: the point of the test
+
+    def _mode_gzip_bomb(self, status: int, body: bytes) -> None:
+        bomb = _gzip_bomb()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(bomb)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(bomb)
+
+    def _mode_huge_headers(self, status: int, body: bytes) -> None:
+        line = b"X-Pad: " + b"a" * 8000 + b"\r\n"
+        try:
+            self.wfile.write(b"HTTP/1.1 %d OK\r\nContent-Type: application/json\r\n" % status)
+            sent = 0
+            while sent < OVERSIZED_BYTES and not self.owner.stopping.is_set():
+                self.wfile.write(line)
+                sent += len(line)
+                with self.owner.lock:
+                    self.owner.streamed_bytes += len(line)
+            self.wfile.write(b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                             % (len(body), body))
+        except OSError:
+            pass
 
     def _mode_trickle(self, status: int, body: bytes) -> None:
         self._send(status, b"", length=TRICKLE_BYTES)

@@ -123,3 +123,64 @@ def test_receiver_reads_chunked_bodies_and_caps_their_size() -> None:
     assert asyncio.run(main()) == (200, 413)
     assert seen == [b'{"a": 1}']
     assert rejected == ["too_large"]
+
+
+HEAD = b"POST /callbacks/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n"
+REJECTIONS = {
+    "malformed request line": ([(b"GARBAGE\r\n\r\n", 0)], [("malformed", "")], b" 400 "),
+    "declared length over the cap": (
+        [(b"POST /callbacks/x HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n", 0)],
+        [("too_large", "/callbacks/x")], b" 413 "),
+    "bad method": ([(b"GET /callbacks/x HTTP/1.1\r\nHost: a\r\n\r\n", 0)],
+                   [("method", "/callbacks/x")], b" 405 "),
+    "never a byte": ([], [("idle", "")], b""),
+    "silent mid-request": ([(HEAD + b"abc", 0)], [("idle", "/callbacks/x")], b""),
+    "trickled body": ([(HEAD, 0.2)] + [(b"a", 0.2)] * 4,
+                      [("slow_request", "/callbacks/x")], b""),
+    "cut off mid-body": ([(HEAD + b"abc", -1)], [("malformed", "/callbacks/x")], b""),
+    "handler raised": ([(HEAD + b"0123456789", 0)], [("handler_error", "/callbacks/x")],
+                       b" 400 "),
+    "served, then idle keep-alive": ([(HEAD.replace(b"/x", b"/ok") + b"0123456789", 0)], [],
+                                     b" 200 "),
+}
+
+
+@pytest.mark.parametrize("case", list(REJECTIONS))
+def test_receiver_reports_every_rejection(case: str) -> None:
+    """Every request the receiver refuses is reported to on_reject with its reason, and
+    a keep-alive connection closed quietly after it was served is not."""
+    script, expected, answer = REJECTIONS[case]
+    rejected: list[tuple[str, str]] = []
+
+    def handler(raw: RawCallback) -> int:
+        if raw.path != "/callbacks/ok":
+            raise RuntimeError("handler bug")
+        return 200
+
+    async def main() -> bytes:
+        receiver = CallbackReceiver(handler, max_body=100, idle_s=0.3, request_s=0.6,
+                                    on_reject=lambda reason, path: rejected.append(
+                                        (reason, path)))
+        async with receiver:
+            port = int(receiver.url.rsplit(":", 1)[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for chunk, pause in script:
+                try:
+                    writer.write(chunk)
+                    await writer.drain()
+                except ConnectionError:
+                    break  # the receiver already gave up on this trickle
+                if pause < 0:
+                    writer.write_eof()
+                else:
+                    await asyncio.sleep(pause)
+            try:
+                received = await asyncio.wait_for(reader.read(), 3)  # until it closes
+            except ConnectionError:
+                received = b""  # it closed while a trickled byte was on its way
+            writer.close()
+            return received
+
+    received = asyncio.run(main())
+    assert rejected == expected
+    assert answer in received if answer else True

@@ -164,3 +164,44 @@ def test_newer_view_decided_by_updated_at_and_final_never_goes_back() -> None:
     assert not supersedes(success, success)             # repeated
     assert not supersedes(order(OrderState.PROCESSING, 3), success)  # final stays final
     assert supersedes(order(OrderState.REFUNDED, 3), success)
+
+
+@pytest.mark.parametrize("text", ["0.00", "98.50", "9.5", "1000000000000.00"])
+def test_money_accepted_as_plain_decimal_strings(text: str) -> None:
+    """Money is a plain decimal string between 0 and 10^12."""
+    assert protocol.parse_money(text) == Decimal(text)
+
+
+@pytest.mark.parametrize("value", [9.5, 10, True, None, ["9.50"], {"v": 1}, "NaN", "Infinity",
+                                   "1e3", "1e999", "-5.00", "-0.01", "1" + "0" * 13,
+                                   " 9.50", "9,50", "0x10", "9_000.00", ""])
+def test_money_that_is_not_plain_finite_and_sane_is_refused(value: object) -> None:
+    """Numbers, lists, NaN, infinity, exponents, negatives, absurd amounts and odd
+    spellings are protocol errors (ValueError), never a Decimal."""
+    with pytest.raises(ValueError, match="money"):
+        protocol.parse_money(value)
+
+
+@pytest.mark.parametrize("value", [1764000000, 1.5, None, ["2026-01-01T00:00:00Z"],
+                                   "2026-01-01T00:00:00", "x" * 100, "yesterday",
+                                   "0001-01-01T00:00:00+01:00"])
+def test_times_must_be_zoned_rfc3339_strings(value: object) -> None:
+    """A time as a number, a list, without a zone, out of range or not a time at all is a
+    ValueError."""
+    with pytest.raises(ValueError):
+        protocol.parse_time(value)
+
+
+@pytest.mark.parametrize(("pattern", "ok"), [
+    ("^GOOD-[0-9]{4}-[0-9]{4}-[0-9]{4}$", True), ("(?:[A-Z]{4}-){3}[0-9]{4}", True),
+    ("(a+)+$", False), ("(a|aa)*", False), ("(x*){9}", False), ("((a+))+", False),
+    ("(", False), ("a" * 600, False)])
+def test_catalog_code_patterns_that_could_hang_or_fail_are_refused(pattern: str,
+                                                                   ok: bool) -> None:
+    """A catalog whose code_pattern does not compile, is huge, or repeats a repetition
+    (catastrophic backtracking) is a bad_response, not a pattern the harness runs."""
+    product = {"sku": "c", "name": "C", "kind": "card", "face_value": "10.00",
+               "currency": "CNY", "price": "9.50", "stock": None, "code_pattern": pattern}
+    body = json.dumps({"products": [product]}).encode()
+    result = _driver().parse_catalog(HttpResponse(200, {}, body))
+    assert isinstance(result, Failure) != ok, result

@@ -57,7 +57,8 @@ CASES = [("ok", "GET", "/v1/balance", None), ("trickle", "GET", "/v1/balance", N
          ("silent", "GET", "/v1/balance", None), ("oversized", "GET", "/v1/products", None),
          ("oversized_chunked", "POST", "/v1/orders", None),
          ("cut_off", "POST", "/v1/orders", None), ("redirect", "POST", "/v1/orders", None),
-         ("redirect302", "GET", "/v1/balance", None), ("ok", "GET", "/v1/products", 100)]
+         ("redirect302", "GET", "/v1/balance", None), ("ok", "GET", "/v1/products", 100),
+         ("gzip_bomb", "GET", "/v1/balance", None), ("huge_headers", "GET", "/v1/balance", None)]
 
 def request(mode, method, path):
     body = b'{"client_order_id": "c1", "sku": "card-10"}' if method == "POST" else b""
@@ -105,9 +106,9 @@ print(json.dumps({"results": results, "rss_growth_kb": rss_kb() - before}))
 @pytest.mark.parametrize("transport", ["async", "gevent"])
 def test_transport_deadline_cap_and_no_redirects(hostile: HostileServer, transport: str) -> None:
     """Each transport ends a trickled or silent answer at its 1.5 s total deadline, refuses
-    50 MB bodies (with or without a length) at the cap without growing, keeps the status
-    of an answer whose body did not come whole, honours a smaller cap, and never follows
-    a 307 or 302 to the second loopback server."""
+    50 MB bodies (with or without a length), a gzip bomb and 50 MB of headers without
+    growing, keeps the status of an answer whose body did not come whole, honours a
+    smaller cap, and never follows a 307 or 302 to the second loopback server."""
     before = len(hostile.trap.requests)
     done = subprocess.run([sys.executable, "-c", DIRECT, transport, hostile.url],
                           capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
@@ -129,6 +130,10 @@ def test_transport_deadline_cap_and_no_redirects(hostile: HostileServer, transpo
     assert seen[("redirect", None)]["status"] == 307
     assert seen[("redirect302", None)]["status"] == 302
     assert seen[("ok", 100)]["error"] == "body_too_large"
+    bomb = seen[("gzip_bomb", None)]  # 100 KB inflating to 100 MB: bounded while inflated
+    assert (bomb["status"], bomb["error"]) == (200, "body_too_large"), bomb
+    headers = seen[("huge_headers", None)]  # 50 MB of headers
+    assert headers["status"] == 0 and headers["error"].startswith("connect_error:"), headers
     assert len(hostile.trap.requests) == before
 
 
@@ -142,7 +147,8 @@ def test_transport_refuses_a_bad_cap() -> None:
 
 OPERATIONS = ("catalog", "balance", "place", "get_order", "refund", "get_refund")
 FINE = {"time_number": {"catalog", "balance"},  # no time in them
-        "bad_regex": {"balance", "place", "get_order", "refund", "get_refund"}}
+        "bad_regex": {"balance", "place", "get_order", "refund", "get_refund"},
+        "surrogate": {"refund", "get_refund"}}
 """Operations whose answer a field mode leaves well-formed."""
 
 
@@ -179,8 +185,8 @@ def _order(cid: str) -> Any:
 def test_driver_turns_every_hostile_answer_into_a_failure(hostile: HostileServer) -> None:
     """The reference driver parses every hostile answer to every operation (wrong types,
     1e999, NaN, 1e30, negative money, a ReDoS pattern, 100,000 levels of JSON, empty,
-    HTML, truncated, cut off, 50 MB, redirects) into a Failure without raising, and the
-    well-formed answers around them into values."""
+    HTML, truncated, cut off, 50 MB, a gzip bomb, 50 MB of headers, redirects) into a
+    Failure without raising, and the well-formed answers around them into values."""
     modes = [m for m in MODES if m not in ("silent", "trickle")]  # timeouts: above
     results = _driver_results(hostile.url, modes)
     for (mode, operation), result in results.items():
@@ -188,7 +194,7 @@ def test_driver_turns_every_hostile_answer_into_a_failure(hostile: HostileServer
         assert isinstance(result, Failure) == should_fail, (mode, operation, result)
     kinds = {mode: {r.kind for (m, _), r in results.items() if m == mode
                     and isinstance(r, Failure)} for mode in modes}
-    assert kinds["oversized"] == {"body_too_large"}
+    assert kinds["oversized"] == kinds["gzip_bomb"] == {"body_too_large"}
     assert kinds["redirect"] == {"http_307"}
     for mode in (*FIELD_MODES, "deep", "empty", "html", "truncated"):
         assert kinds[mode] == {"bad_response"}, (mode, kinds[mode])

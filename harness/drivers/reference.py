@@ -129,6 +129,10 @@ def _str(raw: Mapping[str, Any], key: str, *, optional: bool = False,
         raise TypeError(f"{key} must be a string, got {type(value).__name__}")
     if len(value) > max_len:
         raise ValueError(f"{key} longer than {max_len} characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") would fail later
+        raise ValueError(f"{key} is not valid Unicode") from exc
     return value
 
 

@@ -87,7 +87,7 @@ class CallbackConnection:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
-                self._on_reject("malformed", "")
+                self._on_reject("malformed", self._path())
                 out += self._answer(exc.error_status_hint or 400, close=True)
                 break
             if event is h11.NEED_DATA:
@@ -95,6 +95,7 @@ class CallbackConnection:
             if event is h11.PAUSED:
                 if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
                     self._h11.start_next_cycle()
+                    self._request = None
                     continue
                 break
             if isinstance(event, h11.Request):

@@ -17,7 +17,9 @@ from typing import Any, TypeVar, cast
 
 import gevent
 import gevent.event
+import geventhttpclient.client
 from geventhttpclient.client import HTTPClientPool
+from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
 from locust.contrib.fasthttp import FastHttpSession
 
 from harness.drivers.base import HttpRequest, HttpResponse
@@ -91,6 +93,29 @@ def quick_ack(session: FastHttpSession) -> FastHttpSession:
 
 
 _ALL_STATUSES = frozenset(range(100, 1000))
+
+MAX_HEADER_BYTES = 64 * 1024
+"""The most bytes of status line and headers an answer may have, as httpx (h11) allows
+about 100 KB: geventhttpclient itself has no limit, and 50 MB of headers were read."""
+
+
+class _HeaderCappedResponse(HTTPSocketPoolResponse):
+    """geventhttpclient's pooled response, refusing headers over :data:`MAX_HEADER_BYTES`
+    (bytes fed before the headers are complete; a parse error, so status 0)."""
+
+    _header_bytes = 0
+
+    def feed(self, data: str | bytes) -> None:
+        if not self.headers_complete:
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES + HTTPSocketPoolResponse.DEFAULT_BLOCK_SIZE:
+                raise HTTPParseError(f"headers over {MAX_HEADER_BYTES} bytes")
+        super().feed(data)
+
+
+# geventhttpclient makes every response from this module global: only burst processes
+# import this module, and every client in them should refuse endless headers.
+geventhttpclient.client.HTTPSocketPoolResponse = _HeaderCappedResponse  # type: ignore[attr-defined]
 
 
 def harden(session: FastHttpSession, *, max_body_bytes: int | None = None) -> FastHttpSession:
