@@ -201,7 +201,7 @@ def parse_order_body(raw: Any) -> Order:
         raise ValueError(f"unknown order state {state_text[:40]!r}")
     state = OrderState(state_text)
     quantity = _int(raw, "quantity", 1, MAX_CODES)
-    codes = _list(raw.get("codes") or [], "codes", quantity)
+    codes = [] if raw.get("codes") is None else _list(raw["codes"], "codes", quantity)
     refund = raw.get("refund")
     return Order(
         client_order_id=_str(raw, "client_order_id"),
