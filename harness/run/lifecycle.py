@@ -642,6 +642,9 @@ class OrderLife:
                 taken = Decimal(0)  # refused, or not found after the window: nothing bought
             else:
                 taken = order.amount  # the driver guarantees finite and non-negative
+                if taken > self.reserved:
+                    side.write("order_overcharged", client_order_id=self.client_order_id,
+                               reserved=self.reserved, amount=taken)
             side.budget.settle(self.reserved, taken)
         side.write("order_final", client_order_id=self.client_order_id,
                    **final_fields(order, state, self.delivered_seen_at, self.deadline_at),

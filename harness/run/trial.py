@@ -145,6 +145,15 @@ class TrialRun:
         await self.after_sales(side)
         await self.drive(side.read_balance("after_refunds"))
 
+    async def guard(self, side: SupplierSide) -> None:
+        """One supplier's whole trial; a harness fault there is logged, and the other
+        suppliers keep their orders, balance reads and refunds."""
+        try:
+            await self.run_supplier(side)
+        except Exception as exc:  # a bug in one supplier's work must not end the run
+            self.log.write("supplier_error", supplier=side.name, operation="trial",
+                           kind="harness_fault", error=f"{type(exc).__name__}: {exc}"[:300])
+
     async def run_order(self, side: SupplierSide, index: int, product: ProductConfig) -> None:
         cid = f"{self.order_prefix}-{side.name}-{index:04d}"[:64]
         past = self.past.order(side.name, cid) if self.past is not None else None
@@ -268,7 +277,7 @@ class TrialRun:
                            callback_url=callback_url, order_prefix=self.order_prefix)
         try:
             async with self.progress:
-                await asyncio.gather(*(self.run_supplier(s) for s in self.sides.values()))
+                await asyncio.gather(*(self.guard(s) for s in self.sides.values()))
         except BaseException as exc:
             self.log.write("run_interrupted", reason=type(exc).__name__)
             raise
