@@ -15,7 +15,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
@@ -60,9 +61,21 @@ def final_fields(order: Order | None, state: str, delivered_seen_at: float | Non
     }
 
 
+ERROR_CLASSES = ("429", "503", "5xx", "timeout", "connect", "out_of_stock", "balance",
+                 "refused", "not_found", "bad_response")
+"""Every class :func:`error_bucket` names, besides ``other(<kind>)``."""
+
+
 def error_bucket(kind: str, status: int) -> str:
-    """The error column of a failed request in the live view, the timeline and the
-    burst summary (written here so writers and readers share it)."""
+    """The class of a failed request, shared by the live view, the timeline, the burst
+    summary, the orders table and the report (written here so writers and readers agree).
+
+    Every failed request gets one: 429, 503, another 5xx, timeout, connect (no answer for
+    another reason), out_of_stock, balance (402), refused (any other 4xx but 404),
+    not_found (404: the supplier does not hold the order, or not yet), bad_response (an
+    answer with a success status whose body cannot be read), else ``other(<kind>)``,
+    naming the kind.
+    """
     if status == 429:
         return "429"
     if status == 503:
@@ -75,10 +88,39 @@ def error_bucket(kind: str, status: int) -> str:
         return "out_of_stock"
     if status == 402:
         return "balance"
-    if 200 <= status < 300:
+    if status == 404:
+        return "not_found"
+    if 400 <= status < 500:
+        return "refused"
+    if 200 <= status < 400:
         return "bad_response"
-    return "other"
+    return f"other({kind or status})"
 
+
+def is_supplier_error(status: int, phase: str) -> bool:
+    """Whether a failed request counts against the supplier: every failure but a 404 to
+    the harness's own GETs (resolve, follow), which the protocol allows within its
+    not-found window and which after it is the answer the harness asked for."""
+    return not (status == 404 and phase in ("resolve", "follow"))
+
+
+def format_error_counts(counts: Mapping[str, int]) -> str:
+    """``503:12 timeout:3 other(http_418):1`` in :data:`ERROR_CLASSES` order, then the
+    others by name; ``-`` when there are none. The live view and the summary print this."""
+    order = {name: i for i, name in enumerate(ERROR_CLASSES)}
+    items = sorted(((k, v) for k, v in counts.items() if v),
+                   key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+    return " ".join(f"{k}:{v}" for k, v in items) or "-"
+
+
+def parse_error_counts(text: str) -> Counter[str]:
+    """The counts :func:`format_error_counts` wrote (``-`` or empty: none)."""
+    out: Counter[str] = Counter()
+    for item in (text or "").split():
+        if item != "-":
+            name, _, count = item.rpartition(":")
+            out[name] += int(count)
+    return out
 
 
 class EventLog:

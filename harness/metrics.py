@@ -19,6 +19,7 @@ out of ``<rate>_n`` trials, so intervals can be computed (:func:`wilson`, :func:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from harness.codes import VERDICTS
+from harness.events import format_error_counts, parse_error_counts
 
 PERCENTILE_MIN_ORDERS = 100
 """Fewest delivered orders from which p90/p95/p99 are reported (else NaN, flagged)."""
@@ -35,7 +37,7 @@ BAD_VERDICTS = tuple(v for v in VERDICTS if v not in ("valid", "unchecked"))
 """Every verdict that makes a code bad; each gets a ``codes_<verdict>`` count."""
 
 RATES = ("sla_share", "success_rate", "validity", "refund_completion", "refund_credit",
-         "load_error_rate")
+         "refund_ok", "oversold", "load_error_rate", "load_oversold")
 """Rates in the metrics table; each has ``<rate>_k`` and ``<rate>_n`` columns."""
 
 FEE_KEYS = frozenset({"platform_pct", "fixed_per_order", "topup_pct", "withdrawal_pct"})
@@ -46,6 +48,17 @@ cost; ``withdrawal_pct`` applies only to unspent balance taken back and is not a
 METRICS_COLUMNS: dict[str, str] = {
     "supplier": "supplier name",
     "orders_sent": "orders of any mode not skipped by the spending cap",
+    "orders_skipped": "orders the spending cap kept unsent (state skipped), any mode",
+    "requests": "requests sent for the sent orders (POSTs and GETs), any mode",
+    "supplier_errors": "failed requests that count against the supplier (all but 404s to the "
+                       "harness's own GETs), any mode",
+    "harness_requests": "the harness's own extra requests: re-POSTs after a 429 and GETs "
+                        "resolving an unknown outcome, any mode",
+    "error_classes": "failed requests by class, e.g. '503:2 timeout:1' ('-' if none)",
+    "oversold": "share of accepted orders oversold: then failed for stock, partly filled, or "
+                "'success' without a code for a card product (0–1), any mode",
+    "oversold_k": "accepted orders oversold",
+    "oversold_n": "accepted orders",
     "sla_share": "share of sent delivery-mode orders delivered within the deadline (0–1)",
     "sla_share_k": "delivery-mode orders delivered within the deadline",
     "sla_share_n": "delivery-mode orders sent",
@@ -71,6 +84,13 @@ METRICS_COLUMNS: dict[str, str] = {
     "refund_credit_k": "completed refunds credited",
     "refund_credit_n": "completed refunds whose credit is known",
     "refund_latency_median_s": "median request-to-completion time of completed refunds, s",
+    "refund_latency_max_s": "longest request-to-completion time of completed refunds, s",
+    "refund_phantom": "refunds marked completed whose money never reached the balance",
+    "refund_slow": "completed refunds that took longer than the refund deadline",
+    "refund_ok": "share of requested refunds completed, credited (or credit unknown) and "
+                 "within the refund deadline (0–1)",
+    "refund_ok_k": "refunds completed, credited and in time",
+    "refund_ok_n": "refunds requested",
     "hidden_fee_per_order": "hidden fees / orders charged, from the balance, currency units",
     "sold_orders": "orders delivered and not refunded",
     "purchase_cost": "sum of amount over sold orders, currency units",
@@ -82,6 +102,10 @@ METRICS_COLUMNS: dict[str, str] = {
     "load_error_rate": "share of sent burst orders never accepted (0–1)",
     "load_error_rate_k": "burst orders never accepted",
     "load_error_rate_n": "burst orders sent",
+    "load_oversold": "share of accepted burst orders oversold (0–1)",
+    "load_oversold_k": "accepted burst orders oversold",
+    "load_oversold_n": "accepted burst orders",
+    "load_error_classes": "failed burst requests by class, e.g. '503:2 timeout:1'",
     "throughput_per_s": "burst orders accepted per second of burst (first intended to last "
                         "accepted), summed over runs",
     "acceptance_p95_first_ms": "p95 acceptance latency in the first third of the burst, ms",
@@ -151,6 +175,11 @@ def as_bool(series: pd.Series) -> pd.Series:
     return series.astype("boolean")
 
 
+def text(series: pd.Series) -> pd.Series:
+    """A column of strings that may hold None/NaN, with "" for the missing ones."""
+    return series.astype(object).where(series.notna(), "").astype(str)
+
+
 def sold_mask(orders: pd.DataFrame) -> pd.Series:
     """Orders delivered and not refunded: the ones the merchant sold."""
     return orders["state"].isin(("success", "partial"))
@@ -207,12 +236,20 @@ def _codes(codes: pd.DataFrame) -> dict[str, Any]:
             **{f"codes_{v}": int(counts.get(v, 0)) for v in BAD_VERDICTS}}
 
 
-def _refunds(refunds: pd.DataFrame) -> dict[str, Any]:
+def _refunds(refunds: pd.DataFrame, deadline_s: float) -> dict[str, Any]:
     done = refunds[refunds["state"] == "completed"]
     credited = as_bool(done["credited"])
     known = credited.notna()
     k_credit = int(credited[known].sum())
+    latency = done["latency_s"].astype(float)
+    in_time = latency.le(deadline_s)  # unknown latency: not shown in time
+    ok = int((in_time & credited.fillna(True).astype(bool)).sum())
     return {
+        "refund_latency_max_s": float(latency.max()) if latency.notna().any()
+        else float("nan"),
+        "refund_phantom": int((credited[known] == False).sum()),  # noqa: E712 (nullable)
+        "refund_slow": int(latency.gt(deadline_s).sum()),
+        "refund_ok": _ratio(ok, len(refunds)), "refund_ok_k": ok, "refund_ok_n": len(refunds),
         "refund_completion": _ratio(len(done), len(refunds)),
         "refund_completion_k": len(done), "refund_completion_n": len(refunds),
         "refund_credit": _ratio(k_credit, int(known.sum())),
@@ -240,12 +277,44 @@ def _cost(orders: pd.DataFrame, fee: dict[str, float], hidden_per_order: float) 
             "cost_rate": total / revenue if revenue > 0 else float("nan")}
 
 
+def oversold_mask(orders: pd.DataFrame, card_skus: set[str]) -> pd.Series:
+    """Accepted orders the supplier could not fill: failed for stock afterwards, partly
+    filled, or "success" without a code for a product that delivers codes (``card_skus``)."""
+    accepted = orders["accepted_at"].notna() | text(orders["supplier_order_id"]).ne("")
+    reason = text(orders["failure_reason"]).str.lower()
+    for_stock = (orders["state"] == "failed") & reason.str.contains("stock")
+    empty = (orders["state"] == "success") & orders["codes_delivered"].fillna(0).eq(0) \
+        & orders["sku"].isin(card_skus)
+    return accepted & ((orders["state"] == "partial") | for_stock | empty)
+
+
+def _requests(sent: pd.DataFrame) -> dict[str, Any]:
+    totals: Counter[str] = Counter()
+    for item in text(sent.get("error_classes", pd.Series(dtype=str))):
+        totals.update(parse_error_counts(item))
+    supplier = sent["supplier_errors"] if "supplier_errors" in sent else sent["errors"]
+    harness = (sent["posts"].fillna(0).clip(lower=1) - 1 + sent["resolve_gets"].fillna(0)) \
+        if {"posts", "resolve_gets"} <= set(sent.columns) else pd.Series(0, index=sent.index)
+    return {"requests": int(sent["attempts"].fillna(0).sum()),
+            "supplier_errors": int(supplier.fillna(0).sum()),
+            "harness_requests": int(harness.sum()),
+            "error_classes": format_error_counts(totals)}
+
+
+def _oversold(sent: pd.DataFrame, card_skus: set[str], prefix: str) -> dict[str, Any]:
+    accepted = sent[sent["accepted_at"].notna() | text(sent["supplier_order_id"]).ne("")]
+    k = int(oversold_mask(accepted, card_skus).sum())
+    return {prefix: _ratio(k, len(accepted)), f"{prefix}_k": k, f"{prefix}_n": len(accepted)}
+
+
 def _load(burst: pd.DataFrame, min_n: int) -> dict[str, Any]:
     accepted = burst["accepted_at"].notna()
     k_err = int((~accepted).sum())
     out: dict[str, Any] = {
         "load_error_rate": _ratio(k_err, len(burst)), "load_error_rate_k": k_err,
-        "load_error_rate_n": len(burst), "throughput_per_s": float("nan"),
+        "load_error_rate_n": len(burst),
+        "load_error_classes": _requests(burst)["error_classes"] if len(burst) else "-",
+        "throughput_per_s": float("nan"),
         "acceptance_p95_first_ms": float("nan"), "acceptance_p95_last_ms": float("nan"),
         "latency_growth": float("nan"),
     }
@@ -281,19 +350,21 @@ def supplier_metrics(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.Data
                      suppliers: pd.DataFrame,
                      fees: Mapping[str, Mapping[str, float]] | None = None, *,
                      delivery_modes: tuple[str, ...] = ("trial",),
-                     min_percentile_orders: int = PERCENTILE_MIN_ORDERS) -> pd.DataFrame:
+                     min_percentile_orders: int = PERCENTILE_MIN_ORDERS,
+                     refund_deadline_s: float = 3600.0) -> pd.DataFrame:
     """One row per supplier with the columns of :data:`METRICS_COLUMNS`.
 
     ``fees`` is ``{supplier: {"platform_pct": percent of sale revenue, "fixed_per_order":
     currency units, ...}}`` (see :data:`FEE_KEYS`); a supplier absent from it pays none.
     """
     fee_map = check_fees(fees)
+    card_skus = {str(s) for s in codes["sku"].dropna().unique()} if "sku" in codes else set()
     rows = []
     for name in suppliers_in(orders, codes, refunds, suppliers):
         own = orders[orders["supplier"] == name]
         sent = own[own["state"] != "skipped"]
         # an order found by asking after a crash has no delivery time: not an SLA sample
-        timed = sent["resolution"].fillna("") != "reconciled" if "resolution" in sent \
+        timed = text(sent["resolution"]) != "reconciled" if "resolution" in sent \
             else pd.Series(True, index=sent.index)
         delivery = sent[sent["mode"].isin(delivery_modes) & timed]
         burst = sent[sent["mode"] == "burst"]
@@ -301,9 +372,12 @@ def supplier_metrics(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.Data
         fee = fee_map.get(name, {key: 0.0 for key in FEE_KEYS})
         rows.append({
             "supplier": name, "orders_sent": len(sent),
+            "orders_skipped": int((own["state"] == "skipped").sum()),
+            **_requests(sent), **_oversold(sent, card_skus, "oversold"),
+            **_oversold(burst, card_skus, "load_oversold"),
             **_delivery(delivery, burst, min_percentile_orders),
             **_codes(codes[codes["supplier"] == name]),
-            **_refunds(refunds[refunds["supplier"] == name]),
+            **_refunds(refunds[refunds["supplier"] == name], refund_deadline_s),
             "hidden_fee_per_order": hidden,
             **_cost(sent, fee, hidden),
             **_load(burst, min_percentile_orders),

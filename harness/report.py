@@ -40,14 +40,18 @@ from harness.analysis import (
     RunAnalysis,
     above_statements,
     evidence_limits,
+    finding_text,
+    gate_texts,
     headline,
+    load_table,
     order_statement,
     percent_interval,
+    settle_sentences,
     verdict_sentences,
 )
 from harness.metrics import seconds
 from harness.ranking import Ranking
-from harness.ranking_config import CRITERIA, INSUFFICIENT, RankingConfig
+from harness.ranking_config import CRITERIA, GATED, INSUFFICIENT, RankingConfig
 
 __all__ = [
     "TIER_COLOURS",
@@ -66,11 +70,11 @@ __all__ = [
 ]
 
 TIER_COLOURS = {"gold": "#d4a017", "silver": "#9aa5b1", "bronze": "#b87333",
-                "none": "#c9c9c9", INSUFFICIENT: "#ffffff"}
+                "none": "#c9c9c9", INSUFFICIENT: "#ffffff", GATED: "#e8a0a0"}
 """Fill colour of each tier in figures and the HTML table."""
 
 _RICH_TIER = {"gold": "bold yellow", "silver": "bold white", "bronze": "bold dark_orange3",
-              "none": "dim", INSUFFICIENT: "italic"}
+              "none": "dim", INSUFFICIENT: "italic", GATED: "bold red"}
 
 
 # --------------------------------------------------------------------------- terminal
@@ -80,22 +84,25 @@ def ranking_table(ranking: Ranking) -> Table:
     """The ranking as a rich table: rank, rank interval, supplier, tier, score, gates."""
     table = Table(title="supplier ranking",
                   caption="score: median [95% interval] over the draws; rank interval: 95% "
-                          "of the draws' ranks; gated: capped at bronze")
+                          "of the draws' ranks; gated: took money without delivering value, "
+                          "ranked below every supplier no gate holds")
     for name, justify in (("rank", "right"), ("rank interval", "right"), ("supplier", "left"),
-                          ("tier", "left"), ("score", "right"), ("gate reasons", "left")):
+                          ("tier", "left"), ("score", "right"), ("gates", "left")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in ranking.table.itertuples():
         table.add_row(
             str(row.rank), str(row.rank_interval), str(row.supplier),
             f"[{_RICH_TIER.get(str(row.tier), '')}]{row.tier}[/]",
             f"{row.score_median:.2f} [{row.score_lo:.2f}, {row.score_hi:.2f}]",
-            str(row.gate_reasons) or "-")
+            escape(", ".join(gate_texts(ranking, str(row.supplier), short=True))) or "-")
     return table
 
 
 def print_ranking(ranking: Ranking, config: RankingConfig, console: Console | None = None
                   ) -> None:
-    """Print the ranking table, the order with its ties, and every "A above B"."""
+    """Print the ranking table, the order with its ties and gated suppliers, every
+    "A above B", and how many orders would settle each tie or too-wide interval. The
+    headline (:func:`harness.analysis.headline`) follows it in ``rank`` and the demo."""
     console = console or Console()
     if not console.is_terminal:
         console.width = max(console.width, 110)  # logs and CI: do not wrap the table
@@ -105,11 +112,13 @@ def print_ranking(ranking: Ranking, config: RankingConfig, console: Console | No
                   highlight=False)
     lines = above_statements(ranking, config.beats_min_prob)
     for line in lines:
-        console.print(f"  {line}", highlight=False)
-    if not lines:
+        console.print(f"  {escape(line)}", highlight=False)
+    if not lines and sum(len(g) for g in ranking.groups) > 1:
         console.print("  no supplier is above another with P ≥ "
                       f"{config.beats_min_prob:.2f}: they all tie on this evidence",
                       highlight=False)
+    for line in settle_sentences(ranking):
+        console.print(f"  {escape(line)}", highlight=False)
 
 
 # --------------------------------------------------------------------------- figures
@@ -209,7 +218,7 @@ def figure_scores(ranking: Ranking, config: RankingConfig) -> Figure:
         ax.barh(yi, row.score_hi - row.score_lo, left=row.score_lo, height=0.55, color=colour,
                 edgecolor="#333", ls="--" if row.tier == INSUFFICIENT else "-")
         ax.plot([row.score_median], [yi], "k|", ms=14, mew=2)
-        label = str(row.tier) + (" (gated)" if row.gated else "")
+        label = str(row.tier)
         ax.text(1.01, yi, label, va="center", fontsize=8, transform=ax.get_yaxis_transform())
     for name, rule in (("gold", config.gold), ("silver", config.silver),
                        ("bronze", config.bronze)):
@@ -222,7 +231,10 @@ def figure_scores(ranking: Ranking, config: RankingConfig) -> Figure:
     return fig
 
 
-_ERROR_COUNTS = ("err_429", "err_503", "err_5xx", "err_timeout", "err_out_of_stock")
+_ERROR_COUNTS = ("err_429", "err_503", "err_5xx", "err_timeout", "err_out_of_stock",
+                 "err_connect", "err_balance", "err_refused", "err_bad_response", "err_other")
+"""Timeline columns of failed requests the supplier is answerable for (404s to the
+harness's own GETs, ``err_not_found``, are left out)."""
 
 
 def _timeline_from_orders(orders: pd.DataFrame, bin_s: float) -> pd.DataFrame:
@@ -262,7 +274,7 @@ def figure_burst_timeline(orders: pd.DataFrame, timeline: pd.DataFrame | None = 
     if timeline is not None and not timeline.empty:
         data = timeline.assign(errors=timeline[[c for c in _ERROR_COUNTS
                                                 if c in timeline]].sum(axis=1))
-        error_label = "failed requests/s\n(429, 5xx, timeout, out of stock)"
+        error_label = "failed requests/s\n(every class but 404s to GETs)"
     elif (orders["mode"] == "burst").any():
         data = _timeline_from_orders(orders, 1.0)
         error_label = "orders never accepted /s"
@@ -389,14 +401,14 @@ def _tier_badge(tier: str) -> str:
 def _ranking_html(ranking: Ranking) -> str:
     rows = []
     for row in ranking.table.itertuples():
-        reasons = _e(row.gate_reasons) if row.gate_reasons else "-"
+        reasons = _e("; ".join(gate_texts(ranking, str(row.supplier)))) or "-"
         rows.append(
             f"<tr><td class=num>{row.rank}</td><td class=num>{_e(row.rank_interval)}</td>"
             f"<td><b>{_e(row.supplier)}</b></td><td>{_tier_badge(str(row.tier))}</td>"
             f"<td class=num>{row.score_median:.2f} [{row.score_lo:.2f}, {row.score_hi:.2f}]"
             f"</td><td class=gate>{reasons}</td></tr>")
     return ("<table id=ranking><tr><th>rank</th><th>rank interval</th><th>supplier</th>"
-            "<th>tier</th><th>score median [95%]</th><th>gate reasons</th></tr>"
+            "<th>tier</th><th>score median [95%]</th><th>gates, with their evidence</th></tr>"
             + "".join(rows) + "</table>")
 
 
@@ -411,18 +423,59 @@ def _metrics_html(analysis: RunAnalysis) -> str:
         r = m.loc[name]
         bad = ", ".join(f"{c[6:]} {int(r[c])}" for c in m.columns
                         if c.startswith("codes_") and int(r[c])) or "-"
-        cells = [str(int(r["orders_sent"])), rate(r, "sla_share"),
+        cells = [str(int(r["orders_sent"])), str(int(r["orders_skipped"])),
+                 rate(r, "sla_share"),
                  _num(float(r["delivery_median_ms"]) / 1000, ".2f"), rate(r, "validity"), bad,
                  rate(r, "refund_completion"), rate(r, "refund_credit"),
+                 _num(r["refund_latency_median_s"], ".2f"), rate(r, "oversold"),
                  _num(r["hidden_fee_per_order"], ".2f"), _num(r["cost_rate"], ".3f"),
+                 f"{int(r['supplier_errors'])} of {int(r['requests'])}: {r['error_classes']}",
+                 str(int(r["harness_requests"])),
                  _num(r["delivery_p95_ms"], ".0f"), rate(r, "load_error_rate")]
         rows.append(f"<tr><td>{_e(name)}</td>"
                     + "".join(f"<td class=num>{_e(c)}</td>" for c in cells) + "</tr>")
     return ("<table id=metrics><tr><th>supplier</th><th>orders sent</th>"
+            "<th>blocked by the cap (not sent)</th>"
             "<th>within SLA [95%]</th><th>median delivery (s)</th><th>valid codes [95%]</th>"
             "<th>bad codes</th><th>refunds completed [95%]</th><th>credited [95%]</th>"
-            "<th>hidden fee / order</th><th>cost rate</th><th>burst p95 delivery (ms)</th>"
-            "<th>burst errors [95%]</th></tr>" + "".join(rows) + "</table>")
+            "<th>median refund (s, from the request)</th><th>oversold of accepted [95%]</th>"
+            "<th>hidden fee / order</th><th>cost rate</th>"
+            "<th>supplier errors of requests: by class</th>"
+            "<th>harness's own re-POSTs and resolution GETs</th>"
+            "<th>burst p95 delivery (ms)</th>"
+            "<th>burst orders never accepted [95%]</th></tr>" + "".join(rows) + "</table>")
+
+
+def _findings_html(ranking: Ranking) -> str:
+    found = ranking.findings
+    if found.empty:
+        return "<p>No gate finding: no supplier took money without delivering value.</p>"
+    rows = "".join(
+        f"<tr><td>{_e(r['supplier'])}</td><td>{_e(r['kind'])}</td>"
+        f"<td>{_e(finding_text(r))}</td><td>{_num(r['threshold'], 'g')}</td>"
+        f"<td>{'gates' if r['gates'] else 'scored'}</td></tr>"
+        for r in found.to_dict("records"))
+    return ("<table id=findings><tr><th>supplier</th><th>kind</th><th>evidence [95%]</th>"
+            "<th>threshold</th><th>effect</th></tr>" + rows + "</table>")
+
+
+def _load_html(analysis: RunAnalysis) -> str:
+    frame = load_table(analysis)
+    if frame.empty:
+        return ("<p>No burst in these runs: acceptance under load, overselling under load, "
+                "errors by class and latency growth are not measured.</p>")
+    rows = "".join(
+        f"<tr><td>{_e(r['supplier'])}</td><td class=num>{r['burst_orders']}</td>"
+        f"<td class=num>{_e(r['accepted'])}</td><td class=num>{_e(r['oversold'])}</td>"
+        f"<td>{_e(r['errors_by_class'])}</td>"
+        f"<td class=num>{_num(r['acceptance_p95_first_ms'], '.0f')}</td>"
+        f"<td class=num>{_num(r['acceptance_p95_last_ms'], '.0f')}</td>"
+        f"<td class=num>{_num(r['latency_growth'], '.2f')}</td></tr>"
+        for r in frame.to_dict("records"))
+    return ("<table id=load><tr><th>supplier</th><th>burst orders</th>"
+            "<th>accepted [95%]</th><th>oversold of accepted [95%]</th>"
+            "<th>failed requests by class</th><th>p95 acceptance, first third (ms)</th>"
+            "<th>last third (ms)</th><th>growth</th></tr>" + rows + "</table>")
 
 
 def _num(x: object, spec: str) -> str:
@@ -485,14 +538,25 @@ def render_html(analysis: RunAnalysis, figs: dict[str, Figure] | None = None) ->
                   for s, t in zip(ranking.table["supplier"], ranking.table["tier"],
                                   strict=True))
         + "</ul>",
-        "<h3 id=limits>What the evidence cannot tell yet</h3><ul class=limits>"
+        "<h3 id=limits>What the evidence cannot tell yet, and what would settle it</h3>"
+        "<ul class=limits>"
         + "".join(f"<li>{_e(line)}</li>" for line in limits) + "</ul>",
+        "<h3 id=gates>Gates: money taken without value delivered</h3>",
+        _findings_html(ranking),
+        "<h3 id=load-behaviour>Behaviour under load</h3>", _load_html(analysis),
         "<p><small>Tiers come from absolute thresholds on the score draws (gold ≥ "
         f"{config.gold.min_score:g}, silver ≥ {config.silver.min_score:g}, bronze ≥ "
         f"{config.bronze.min_score:g}, each with probability ≥ {config.gold.min_prob:g}; "
         f"no tier when the 95% score interval is wider than {config.max_interval_width:g}). "
-        "A gate (duplicate, resold or wrong-face-value code, or validity whose upper 95% "
-        f"bound is under {config.validity_floor:g}) caps a supplier at bronze.</small></p>",
+        "A gate makes a supplier \"gated\" and ranks it below every supplier no gate holds: "
+        f"from {config.gates.fake_codes} fake, {config.gates.resold_codes} resold, "
+        f"{config.gates.duplicate_codes} duplicate or {config.gates.wrong_face_value_codes} "
+        f"wrong-face-value code(s), {config.gates.phantom_refunds} refund(s) completed but "
+        f"never credited, {config.gates.oversold_orders} oversold order(s), a hidden fee of "
+        f"{config.gates.hidden_fee_per_order:g} per order, or validity whose upper 95% bound "
+        f"is under {config.validity_floor:g} (0 turns a count gate off). A criterion no "
+        "supplier has data for is dropped; one only some lack is drawn anywhere in [0, 1] "
+        "for them, widening their interval.</small></p>",
         "<h2 id=figures>Figures</h2>",
     ]
     for title, fig in figs.items():

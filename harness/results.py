@@ -66,7 +66,14 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import ResultsError
-from harness.events import error_bucket, read_events, run_complete
+from harness.events import (
+    error_bucket,
+    format_error_counts,
+    is_supplier_error,
+    parse_error_counts,
+    read_events,
+    run_complete,
+)
 
 RESULTS_ROOT = Path("results")
 
@@ -104,6 +111,10 @@ ORDERS_COLUMNS: dict[str, str] = {
                   "(found by asking; its delivery time is unknown), unknown_after_resume, "
                   "never_sent; empty if accepted at once",
     "errors": "failed requests for this order (any kind)",
+    "supplier_errors": "failed requests that count against the supplier: all but 404s to "
+                       "the harness's own GETs (harness.events.is_supplier_error)",
+    "error_classes": "failed requests by class (harness.events.error_bucket), e.g. "
+                     "'503:2 not_found:1'; '-' if none",
     "error_kind": "kind of the last failed POST if never accepted (e.g. http_503), else empty",
     "failure_reason": "supplier's reason when failed",
 }
@@ -137,7 +148,8 @@ REFUNDS_COLUMNS: dict[str, str] = {
     "supplier": "supplier name",
     "client_order_id": "order refunded",
     "reason": "unused, invalid_code, wrong_face_value, not_delivered, other",
-    "requested_at": "when the request was sent (UTC timestamp)",
+    "requested_at": "when the request was sent: its refund_attempt, logged before sending "
+                    "(UTC timestamp)",
     "request_status": "HTTP status of the request (0: no answer)",
     "request_error": "error code when refused (e.g. refund_not_allowed), else empty",
     "state": "last refund state: pending, approved, rejected, completed, refused, error",
@@ -176,6 +188,12 @@ TIMELINE_COLUMNS: dict[str, str] = {
     "err_5xx": "requests answered another 5xx in this second (count)",
     "err_timeout": "requests with no answer within the timeout in this second (count)",
     "err_out_of_stock": "POSTs answered 409 out_of_stock in this second (count)",
+    "err_connect": "requests with no answer for another reason than a timeout (count)",
+    "err_balance": "requests answered 402 insufficient balance (count)",
+    "err_refused": "requests refused with another 4xx (not 404, 409 out of stock; count)",
+    "err_not_found": "GETs answered 404 (the supplier does not hold the order yet; count)",
+    "err_bad_response": "answers with a success status whose body could not be read (count)",
+    "err_other": "failed requests of any other kind (count); the burst summary names them",
     "partial_oversold": "accepted orders that ended partial or failed (oversold stock among "
                         "them), by the second they ended (count)",
     "slipped": "orders of this second's schedule that started late (schedule_slip; count)",
@@ -224,6 +242,7 @@ def build_tables(run_dir: Path) -> RunTables:
     codes: list[dict[str, Any]] = []
     redeemed: dict[str, str] = {}
     refunds: dict[tuple[str, str], dict[str, Any]] = {}
+    refund_sent: dict[tuple[str, str], float] = {}
     balances: dict[str, dict[str, float]] = defaultdict(dict)
     timeline = _TimelineBuilder(run_id)
 
@@ -268,6 +287,8 @@ def build_tables(run_dir: Path) -> RunTables:
             codes.append({**event, "run_id": run_id})
         elif kind == "code_redeemed":
             redeemed[event["code_hash"]] = event["status"]
+        elif kind == "refund_attempt":
+            refund_sent.setdefault(key, event["t"])
         elif kind == "refund_requested" and key in refunds and event.get("via") == "resume":
             refunds[key].update(state=event.get("state") or "error",
                                 request_status=event["status"],
@@ -275,7 +296,8 @@ def build_tables(run_dir: Path) -> RunTables:
         elif kind == "refund_requested":
             refunds[key] = {"run_id": run_id, "mode": orders.get(key, {}).get("mode", ""),
                             "supplier": key[0], "client_order_id": key[1],
-                            "reason": event["reason"], "requested_at": event["t"],
+                            "reason": event["reason"],
+                            "requested_at": refund_sent.get(key, event["t"]),
                             "request_status": event["status"],
                             "request_error": event.get("error") or "",
                             "state": event.get("state") or "error", "final": False,
@@ -309,6 +331,10 @@ def build_tables(run_dir: Path) -> RunTables:
         row["resolve_gets"] = tried["resolve"]
         row["polls"] = tried["poll"] + tried["final_look"] + tried["GET"]
         row["errors"] = len(errs)
+        row["supplier_errors"] = sum(is_supplier_error(int(e.get("status", 0)),
+                                                       str(e.get("phase", ""))) for e in errs)
+        row["error_classes"] = format_error_counts(Counter(
+            error_bucket(str(e.get("kind", "")), int(e.get("status", 0))) for e in errs))
         row["error_kind"] = place_errs[-1]["kind"] if place_errs and row["accepted_at"] is None \
             else ""
         row["intended_at"] = _ts(intended)
@@ -373,12 +399,15 @@ def build_tables(run_dir: Path) -> RunTables:
 
 
 _ERROR_COLUMNS = {"429": "err_429", "503": "err_503", "5xx": "err_5xx",
-                  "timeout": "err_timeout", "out_of_stock": "err_out_of_stock"}
+                  "timeout": "err_timeout", "out_of_stock": "err_out_of_stock",
+                  "connect": "err_connect", "balance": "err_balance", "refused": "err_refused",
+                  "not_found": "err_not_found", "bad_response": "err_bad_response"}
 
 
-def _error_column(kind: str, status: int) -> str | None:
-    """The timeline column of a failed request (:func:`harness.events.error_bucket`)."""
-    return _ERROR_COLUMNS.get(error_bucket(kind, status))
+def _error_column(kind: str, status: int) -> str:
+    """The timeline column of a failed request (:func:`harness.events.error_bucket`):
+    every failed request has one."""
+    return _ERROR_COLUMNS.get(error_bucket(kind, status), "err_other")
 
 
 class _TimelineBuilder:
@@ -427,8 +456,7 @@ class _TimelineBuilder:
             self.cells[(supplier, self._second(event["t"]))]["delivered"] += 1
         elif kind == "order_error":
             column = _error_column(str(event.get("kind", "")), int(event.get("status", 0)))
-            if column is not None:
-                self.cells[(supplier, self._second(event["t"]))][column] += 1
+            self.cells[(supplier, self._second(event["t"]))][column] += 1
         elif kind == "schedule_slip":
             self.cells[(supplier, self._second(self.intended[key]))]["slipped"] += 1
         elif kind == "order_final" and key in self.accepted \
@@ -463,7 +491,13 @@ class _TimelineBuilder:
 
 def burst_summary(run_dir: Path) -> pd.DataFrame:
     """Per supplier: scheduled vs sent orders and rates, slips, errors and latency
-    percentiles (acceptance and delivery from intended start, ms) of a burst run."""
+    percentiles (acceptance and delivery from intended start, ms) of a burst run.
+
+    ``errors`` is every failed request by class (:func:`harness.events.error_bucket`,
+    formatted by :func:`harness.events.format_error_counts`), the same count as the
+    timeline's ``err_*`` columns and the live view; ``supplier errors`` leaves out the 404s
+    the harness's own GETs drew; ``blocked`` counts orders the spending cap kept unsent.
+    The single-class columns (429, 503, ...) stay for older callers."""
     orders = pd.read_parquet(run_dir / "orders.parquet")
     timeline = pd.read_parquet(run_dir / "timeline.parquet")
     orders = orders[orders["mode"] == "burst"]
@@ -486,6 +520,10 @@ def burst_summary(run_dir: Path) -> pd.DataFrame:
             "5xx": int(part["err_5xx"].sum()), "timeout": int(part["err_timeout"].sum()),
             "oos": int(part["err_out_of_stock"].sum()),
             "partial/oversold": int(part["partial_oversold"].sum()),
+            "errors": format_error_counts(_error_totals(mine)),
+            "supplier errors": int(mine["supplier_errors"].sum())
+            if "supplier_errors" in mine else int(mine["errors"].sum()),
+            "blocked": int((mine["state"] == "skipped").sum()),
             "writes+resolves/order": float((mine["posts"].sum() + mine["resolve_gets"].sum())
                                            / max(1, int(part["scheduled"].sum()))),
             "polls/order": float(mine["polls"].sum() / max(1, int(part["scheduled"].sum()))),
@@ -500,6 +538,15 @@ def burst_summary(run_dir: Path) -> pd.DataFrame:
                                                                             float("nan"))),
         })
     return pd.DataFrame(rows)
+
+
+def _error_totals(orders: pd.DataFrame) -> Counter[str]:
+    """Failed requests by class over ``orders`` (its ``error_classes`` column)."""
+    total: Counter[str] = Counter()
+    if "error_classes" in orders:
+        for text in orders["error_classes"]:
+            total.update(parse_error_counts(text if isinstance(text, str) else ""))
+    return total
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
