@@ -112,7 +112,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_rank(args: argparse.Namespace) -> int:
-    from harness.analysis import analyse_runs
+    from harness.analysis import analyse_runs, headline
     from harness.ranking import write_ranking_csv
     from harness.report import print_ranking
 
@@ -120,18 +120,20 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     analysis = analyse_runs(runs, allow_partial=args.allow_partial)
     _name_partial_runs(analysis.tables.manifests)
     print_ranking(analysis.ranking, analysis.config)
+    print(headline(analysis))  # the same headline as the report and the demo
     path = write_ranking_csv(analysis.ranking, Path(args.out) if args.out else runs[0])
     print(f"ranking:    {path}")
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from harness.analysis import analyse_runs
+    from harness.analysis import analyse_runs, headline
     from harness.report import write_report
 
     analysis = analyse_runs([Path(r) for r in args.runs], allow_partial=args.allow_partial)
     _name_partial_runs(analysis.tables.manifests)
     path = write_report(analysis, Path(args.out) if args.out else None)
+    print(headline(analysis))
     print(f"report:     {path}")
     return 0
 
@@ -220,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run folders (e.g. a trial and a burst); the first run's scenario "
                            "gives the ranking: settings and fees")
     rank.add_argument("--out", metavar="DIR", default=None,
-                      help="where ranking.csv goes (default: the first run folder)")
+                      help="where ranking.csv, ranking_beats.csv and findings.csv go "
+                           "(default: the first run folder)")
     rank.add_argument("--allow-partial", action="store_true",
                       help="also use interrupted runs (named as partial); by default they "
                            "are refused until `trialbench resume` finishes them")

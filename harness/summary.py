@@ -51,7 +51,8 @@ def supplier_summary(run_dirs: list[Path], fees: dict[str, dict[str, float]]) ->
 
 def render_table(summary: pd.DataFrame) -> Table:
     """The terminal table: compact enough for 110 columns."""
-    table = Table(title="trial summary", caption="valid: valid/checked codes [95% Wilson "
+    table = Table(title="trial summary", caption="in SLA: of orders sent, and orders the "
+                  "spending cap blocked (never sent); valid: valid/checked codes [95% Wilson "
                   "interval]; refunds: completed/credited of requested; fee: hidden fee "
                   "per order")
     for name in ("supplier", "in SLA", "median s", "valid", "bad codes", "refunds", "fee",
@@ -59,7 +60,8 @@ def render_table(summary: pd.DataFrame) -> Table:
         table.add_column(name, justify="left" if name in ("supplier", "bad codes") else "right")
     for row in summary.itertuples():
         table.add_row(
-            str(row.supplier), f"{row.sla_share_k}/{row.sla_share_n}",
+            str(row.supplier), f"{row.sla_share_k}/{row.sla_share_n}"
+            + (f", {row.orders_skipped} blocked" if row.orders_skipped else ""),
             _fmt(row.delivery_median_ms / 1000, ".2f"),
             f"{row.validity_k}/{row.validity_n} [{_fmt(row.validity_lo, '.2f')},"
             f"{_fmt(row.validity_hi, '.2f')}]",
@@ -73,17 +75,19 @@ def render_markdown(summary: pd.DataFrame, run_id: str, deadline_s: float) -> st
     lines = [f"# Trial summary: {run_id}", "",
              f"Delivery SLA: {deadline_s:g} s. Intervals are 95% Wilson intervals; with a "
              "handful of orders they are wide, and that is the honest answer.", "",
-             "| supplier | in SLA | median delivery (s) | valid codes | 95% interval | "
-             "bad codes | refunds requested | completed | credited | hidden fee / order | "
+             "| supplier | in SLA (of sent) | blocked by the cap | median delivery (s) | "
+             "valid codes | 95% interval | bad codes | refunds requested | completed | "
+             "credited | median refund (s) | oversold of accepted | hidden fee / order | "
              "cost rate |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary.itertuples():
         lines.append(
-            f"| {row.supplier} | {row.sla_share_k}/{row.sla_share_n} | "
+            f"| {row.supplier} | {row.sla_share_k}/{row.sla_share_n} | {row.orders_skipped} | "
             f"{_fmt(row.delivery_median_ms / 1000, '.2f')} | "
             f"{row.validity_k}/{row.validity_n} | [{_fmt(row.validity_lo, '.3f')}, "
             f"{_fmt(row.validity_hi, '.3f')}] | {_bad_codes(row, short=False)} | "
             f"{row.refund_completion_n} | {row.refund_completion_k} | {row.refund_credit_k} | "
+            f"{_fmt(row.refund_latency_median_s, '.2f')} | {row.oversold_k}/{row.oversold_n} | "
             f"{_fmt(row.hidden_fee_per_order, '.2f')} | {_fmt(row.cost_rate, '.3f')} |")
     lines += ["", "Cost rate = (purchase cost + platform fees + hidden fees) / sale revenue, "
               "with hidden fees measured from the balance, not from the price list.", ""]

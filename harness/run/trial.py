@@ -316,9 +316,10 @@ def fair_share(cap: Decimal, suppliers: int) -> Decimal:
     return (cap / max(1, suppliers)).quantize(Decimal("0.01"), rounding="ROUND_DOWN")
 
 
-def worst_case_cost(scenario: Scenario) -> Decimal:
+def worst_case_cost(scenario: Scenario, *, clamp: bool = True) -> Decimal:
     """The most the trial could spend: every order at the highest face value it may draw
-    (a price above face value is not expected), never more than the spending cap."""
+    (a price above face value is not expected), never more than the spending cap unless
+    ``clamp`` is False."""
     plan = scenario.trial
     if plan is None:
         return Decimal(0)
@@ -326,22 +327,60 @@ def worst_case_cost(scenario: Scenario) -> Decimal:
     for supplier in scenario.suppliers:
         dearest = max(supplier.product(sku).face_value for sku in plan.weights_for(supplier))
         total += dearest * plan.quantity * plan.orders_per_supplier
-    return min(total, plan.spending_cap)
+    return min(total, plan.spending_cap) if clamp else total
+
+
+def detectable_rate(n: int, probability: float = 0.95) -> float:
+    """The smallest fault rate that ``n`` independent draws show at least once with
+    ``probability``: 1 - (1 - probability) ** (1 / n); 1.0 when n is 0."""
+    return 1.0 - (1.0 - probability) ** (1.0 / n) if n > 0 else 1.0
 
 
 def print_plan(scenario: Scenario) -> None:
-    """The dry run: what would be ordered where, and the worst-case cost."""
+    """The dry run: what would be ordered where, the worst-case cost (with a warning when
+    it exceeds the cap), and what the plan can detect."""
     plan = scenario.trial
     if plan is None:
         raise ValueError("scenario has no trial plan")
     print(f"trial plan of {scenario.name!r}: {plan.orders_per_supplier} orders × "
           f"{plan.quantity} per supplier, deadline {plan.deadline_s:g} s, "
           f"delivery by {plan.delivery}")
+    per_supplier_codes = []
     for supplier in scenario.suppliers:
-        mix = ", ".join(f"{sku} {share:.0%}" for sku, share in plan.weights_for(supplier).items())
+        weights = plan.weights_for(supplier)
+        mix = ", ".join(f"{sku} {share:.0%}" for sku, share in weights.items())
         print(f"  {supplier.name:<12} {supplier.base_url}  [{mix}]")
-    print(f"worst-case cost: {worst_case_cost(scenario)} (spending cap {plan.spending_cap}); "
-          "nothing was sent")
+        card = sum(share for sku, share in weights.items()
+                   if supplier.product(sku).kind == "card")
+        if card:
+            per_supplier_codes.append(int(plan.orders_per_supplier * plan.quantity * card))
+    worst = worst_case_cost(scenario, clamp=False)
+    print(f"worst-case cost: {min(worst, plan.spending_cap)} (spending cap "
+          f"{plan.spending_cap}); nothing was sent")
+    if worst > plan.spending_cap:
+        share = plan.spending_cap / len(scenario.suppliers)
+        print(f"warning: the worst case {worst} exceeds the spending cap "
+              f"{plan.spending_cap}: each supplier gets {share:.2f} of it and orders beyond "
+              "their share are blocked, never sent (the summary and the report count them)")
+    orders, refunds = plan.orders_per_supplier, plan.after_sales.refund_unused
+    codes = min(per_supplier_codes, default=0)
+    print("this plan detects, per supplier, with 95% probability (at least one seen): "
+          f"a bad-code rate of {detectable_rate(codes):.1%} or more (at least {codes} codes "
+          "where cards are sold), "
+          f"an oversold-order rate of {detectable_rate(orders):.1%} or more ({orders} "
+          f"orders), a phantom-refund rate of {detectable_rate(refunds):.1%} or more "
+          f"({refunds} refunds of unused orders), and any hidden fee from the balance")
+    print(f"{orders} orders measure a 95% share within the SLA to about ±"
+          f"{_half_width(orders):.0%} (Jeffreys 95% interval); for every tie the report "
+          "says how many orders would split it")
+
+
+def _half_width(n: int) -> float:
+    from harness.metrics import jeffreys
+
+    k = round(0.95 * n)
+    lo, hi = jeffreys(k, n)
+    return (hi - lo) / 2
 
 
 def run_trial(scenario_path: Path, *, results_root: Path = Path("results"),
