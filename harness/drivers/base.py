@@ -102,6 +102,10 @@ class Failure:
 
 Result: TypeAlias = T | Failure
 
+DUPLICATE_REQUEST = "duplicate_request"
+"""The :attr:`Failure.kind` of a dialect's answer that the request id was used before. What
+it proves depends on the dialect's idempotency (see :mod:`harness.run.lifecycle`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Product:

@@ -17,6 +17,7 @@ from harness.drivers.base import (
     CallbackEvent,
     Code,
     Credentials,
+    Driver,
     Failure,
     HttpRequest,
     HttpResponse,
@@ -351,11 +352,16 @@ class ReferenceIssuer:
         return _parse(response, (200,), _issuer_verdict)
 
 
-def build_driver(driver: str, base_url: str, credentials: Credentials) -> ReferenceDriver:
-    """The driver registered under ``driver``."""
-    if driver != "reference":
-        raise ValueError(f"unknown driver {driver!r}; known: reference")
-    return ReferenceDriver(base_url, credentials)
+def build_driver(driver: str, base_url: str, credentials: Credentials) -> Driver:
+    """The driver a scenario names: ``reference``, a shipped dialect (``gateway``,
+    ``concat_md5``, ``sync_trade``), the path of a dialect file, or a plugin registered
+    under the ``trialbench.drivers`` entry point (see :mod:`harness.drivers.dialect`)."""
+    if driver == "reference":
+        return ReferenceDriver(base_url, credentials)
+    from harness.drivers.dialect import build_dialect_driver
+
+    built: Driver = build_dialect_driver(driver, base_url, credentials)
+    return built
 
 
 __all__ = ["ReferenceDriver", "ReferenceIssuer", "build_driver", "failure_from"]

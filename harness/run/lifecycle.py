@@ -19,6 +19,12 @@ Rules kept here:
   a 404 at or after the end of the window proves the supplier does not hold the order
   (``failed``, reason ``not_found_after_window``); anything else leaves it ``unknown``
   with its reservation kept.
+- A dialect declares its idempotency (:class:`harness.drivers.dialect.Idempotency`). Where
+  it cannot be asked by the merchant's id, an unknown outcome is resolved by re-sending
+  the same request id only where its key makes that safe (:meth:`OrderLife._probe`); an
+  order that exists but whose codes the API cannot give is ``unknown`` with resolution
+  ``charged_codes_unobtainable`` and keeps its reservation. Nothing is ever re-sent under
+  a new id, and a dialect with no key is never re-sent at all.
 - 429 is a refusal that may be retried: the same id is re-POSTed after ``Retry-After``
   (seconds or an HTTP date), at most ``max_reposts`` times.
 - Resolution GETs and re-POSTs draw on a per-supplier :class:`~harness.run.budget.
@@ -48,8 +54,10 @@ from typing import Any, Protocol, TypeVar
 
 from harness.codes import CodeCheck, DuplicateIndex, check_code
 from harness.drivers.base import (
+    DUPLICATE_REQUEST,
     Balance,
     Code,
+    Driver,
     Failure,
     HttpRequest,
     HttpResponse,
@@ -61,7 +69,7 @@ from harness.drivers.base import (
     Result,
     supersedes,
 )
-from harness.drivers.reference import ReferenceDriver, ReferenceIssuer
+from harness.drivers.reference import ReferenceIssuer
 from harness.events import accepted_fields, error_bucket, final_fields
 from harness.run.budget import Budget, RetryBudget
 
@@ -223,7 +231,7 @@ class SupplierSide:
     """One supplier as an executor's orders share it: driver, catalog, budgets, log."""
 
     name: str
-    driver: ReferenceDriver
+    driver: Driver
     rules: Rules
     log: Sink
     budget: Budget
@@ -401,6 +409,15 @@ class OrderLife:
         if first_post:
             side.count("post_error")
 
+    def _parse_order(self, response: HttpResponse) -> Result[Order]:
+        """The driver's reading of an answer about this order (a dialect driver that
+        knows which order it asked about reads answers that do not name it)."""
+        parse_for = getattr(self.side.driver, "parse_order_for", None)
+        if parse_for is not None:
+            parsed: Result[Order] = parse_for(self.client_order_id, response)
+            return parsed
+        return self.side.driver.parse_order(response)
+
     # the whole life
     def plan(self) -> bool:
         """Log the plan and reserve its worst case; False (and final ``skipped``) if the
@@ -514,12 +531,13 @@ class OrderLife:
             response = yield Send(side.driver.place_order(self.request()),
                                   "place" if attempt == 1 else "repost")
             assert response is not None
-            result = parse_guarded(side.driver.parse_order, response)
+            result = parse_guarded(self._parse_order, response)
             if not isinstance(result, Failure):
                 self._accepted(response, result, "post")
                 return "accepted"
             self._error(result, "place", first_post=attempt == 1)
-            if 200 <= response.status < 300 or result.outcome_unknown:
+            if 200 <= response.status < 300 or result.outcome_unknown \
+                    or result.kind == DUPLICATE_REQUEST:  # the id was taken: it may be ours
                 self.resolution = "unknown_outcome"
                 self.asking = True
                 return (yield from self.resolve(sent_at))
@@ -546,6 +564,9 @@ class OrderLife:
         (404 after the window) or ``unknown``. A resumed order is asked from now on."""
         side = self.side
         rules = side.rules
+        idempotency = getattr(side.driver, "idempotency", None)
+        if idempotency is not None and idempotency.lookup != "client_order_id":
+            return (yield from self._probe(idempotency.replay))
         window_end = sent_at + rules.unknown_window_s
         give_up = window_end + rules.unknown_window_s  # money outranks the follow time
         if resumed:
@@ -571,7 +592,7 @@ class OrderLife:
             asked_at = side.clock()
             response = yield Send(side.driver.get_order(self.client_order_id), "resolve")
             assert response is not None
-            result = parse_guarded(side.driver.parse_order, response)
+            result = parse_guarded(self._parse_order, response)
             if not isinstance(result, Failure):
                 self._accepted(response, result, "get")
                 return "accepted"
@@ -587,6 +608,60 @@ class OrderLife:
                                              else backoff_s(gets, side.rng)), ask_at)
         if denied:
             self.resolution = "unknown_outcome (retry budget spent)"
+        return "unknown"
+
+    def _probe(self, replay: str) -> Steps[str]:
+        """Resolve an unknown outcome where the supplier cannot be asked by the merchant's
+        id: re-send the same request id, where the dialect's key makes that safe, and read
+        what the key says. ``replay`` is the dialect's declaration:
+
+        - ``original``: the answer is the original order (or a refusal: nothing held);
+        - ``error`` / ``accepted``: a success means the first attempt never arrived and
+          this one bought (once: the key guards it); "duplicate" means the order exists
+          but this API cannot give it: ``unknown``, resolution
+          ``charged_codes_unobtainable``, its reservation kept (it counts against the
+          supplier); any other refusal cannot tell (``unresolvable:<kind>``);
+        - ``none``: no key, so a re-send could buy twice: never sent (``unresolvable_no_key``).
+        """
+        side = self.side
+        rules = side.rules
+        if replay == "none":
+            self.resolution = "unresolvable_no_key"
+            return "unknown"
+        attempts = 0
+        ask_at = side.clock() + rules.first_resolve_after_s
+        while attempts < rules.max_resolve_gets:
+            yield Wait(ask_at, news=True)
+            if self.accepted:
+                return "accepted"
+            if side.clock() < ask_at:
+                continue
+            if not side.retry.allow():
+                self.resolution = "unknown_outcome (retry budget spent)"
+                return "unknown"
+            attempts += 1
+            self._attempt(attempts, "POST", "resolve")
+            response = yield Send(side.driver.place_order(self.request()), "resolve")
+            assert response is not None
+            result = parse_guarded(self._parse_order, response)
+            if not isinstance(result, Failure):
+                self._accepted(response, result, "post")
+                return "accepted"
+            self._error(result, "resolve")
+            if result.kind == DUPLICATE_REQUEST:
+                self.resolution = "charged_codes_unobtainable"
+                return "unknown"
+            if not (result.outcome_unknown or result.retryable
+                    or 200 <= response.status < 300):
+                if replay == "original":
+                    self.resolution = f"refused:{result.kind}"
+                    return "failed"
+                self.resolution = f"unresolvable:{result.kind}"
+                return "unknown"
+            delay = retry_after_s(response, side.clock()) if result.status == 429 else None
+            ask_at = side.clock() + (delay if delay is not None else backoff_s(attempts,
+                                                                               side.rng))
+        self.resolution = "unknown_outcome"
         return "unknown"
 
     def follow(self) -> Steps[None]:
@@ -607,7 +682,7 @@ class OrderLife:
             self._attempt(polls, "GET", "poll")
             response = yield Send(side.driver.get_order(self.client_order_id), "poll")
             assert response is not None
-            result = parse_guarded(side.driver.parse_order, response)
+            result = parse_guarded(self._parse_order, response)
             if isinstance(result, Failure):
                 self._error(result, "follow")
                 delay = retry_after_s(response, side.clock()) if result.status == 429 else None
@@ -621,7 +696,7 @@ class OrderLife:
             self._attempt(polls + 1, "GET", "final_look")
             response = yield Send(side.driver.get_order(self.client_order_id), "final_look")
             assert response is not None
-            result = parse_guarded(side.driver.parse_order, response)
+            result = parse_guarded(self._parse_order, response)
             if isinstance(result, Failure):
                 self._error(result, "follow")
             else:
