@@ -83,10 +83,28 @@ def _cmd_trial(args: argparse.Namespace) -> int:
         print_plan(load_scenario(Path(args.scenario)))
         return 0
     run_dir = run_trial(Path(args.scenario), results_root=Path(args.results),
-                        show_progress=not args.no_progress)
+                        show_progress=not args.no_progress, callback_url=args.callback_url)
     print(f"run folder: {run_dir}")
     print(f"report:     {run_dir / 'report.md'}")
     return _run_exit(run_dir)
+
+
+def _cmd_dialects(args: argparse.Namespace) -> int:
+    from harness.drivers.dialect import dialect_json_schema, installed_drivers, load_dialect
+
+    if args.schema:
+        sys.stdout.write(dialect_json_schema())
+        return DONE
+    if args.check is not None:
+        dialect = load_dialect(Path(args.check))  # a DialectError names file:line: key
+        print(f"{args.check}: dialect {dialect.name!r} ({dialect.title}) is valid")
+        return DONE
+    for driver in installed_drivers():
+        print(f"{driver.name:<12} {driver.title}")
+        if driver.modelled_on:
+            print(f"{'':<12} modelled on: {driver.modelled_on}")
+        print(f"{'':<12} from: {driver.source}")
+    return DONE
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -207,7 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
     trial.add_argument("--no-progress", action="store_true", help="no live progress table")
     trial.add_argument("--dry-run", action="store_true",
                        help="print the plan and its worst-case cost; send nothing")
+    trial.add_argument("--callback-url", default=None, metavar="URL",
+                       help="the public URL suppliers send callbacks to (a tunnel or reverse "
+                            "proxy forwarding to the receiver); replaces the scenario's "
+                            "callback.public_url")
     trial.set_defaults(func=_cmd_trial)
+
+    dialects = sub.add_parser("dialects", help="list the supplier dialects installed (shipped "
+                                               "YAML dialects and trialbench.drivers plugins)")
+    dialects.add_argument("--schema", action="store_true",
+                          help="print the JSON Schema of a dialect file instead")
+    dialects.add_argument("--check", default=None, metavar="FILE",
+                          help="validate a dialect file (errors name the file, line and key)")
+    dialects.set_defaults(func=_cmd_dialects)
 
     demo = sub.add_parser("demo", help="run the demo trial against the built-in simulator")
     demo.add_argument("--results", default="results", metavar="DIR",

@@ -79,6 +79,7 @@ __all__ = [
     "AfterSalesPlan",
     "BurstPhase",
     "BurstPlan",
+    "CallbackPlan",
     "Credentials",
     "EnvSecret",
     "FeesConfig",
@@ -92,10 +93,13 @@ __all__ = [
     "parse_scenario",
     "scenario_hash",
     "scenario_json_schema",
+    "with_callback_url",
 ]
 
-KNOWN_DRIVERS: tuple[str, ...] = ("reference",)
-"""Driver names a supplier may use; the first is the default."""
+KNOWN_DRIVERS: tuple[str, ...] = ("reference", "gateway", "concat_md5", "sync_trade")
+"""Driver names shipped with trialbench; the first is the default. A supplier may also name
+a plugin (``trialbench.drivers`` entry point) or a dialect file (``*.yaml``): see
+``trialbench dialects``."""
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 _SLUG_RE = re.compile(SLUG_PATTERN)
@@ -386,7 +390,9 @@ class SupplierConfig(BaseModel):
     name: Slug
     """Unique name in this scenario: lowercase letters, digits, - and _."""
     driver: str = KNOWN_DRIVERS[0]
-    """The API dialect; one of ``KNOWN_DRIVERS``."""
+    """The API dialect: ``reference``, a shipped dialect (``gateway``, ``concat_md5``,
+    ``sync_trade``), an installed plugin, or the path of a dialect file (``.yaml``);
+    ``trialbench dialects`` lists them."""
     base_url: Url
     """http(s) URL of the supplier's API, e.g. ``${TRIALBENCH_SIM_URL}/suppliers/acme``."""
     credentials: Credentials
@@ -399,9 +405,11 @@ class SupplierConfig(BaseModel):
     @field_validator("driver")
     @classmethod
     def _known_driver(cls, value: str) -> str:
-        if value not in KNOWN_DRIVERS:
-            raise ValueError(f"unknown driver {value!r}; write one of: "
-                             + ", ".join(KNOWN_DRIVERS))
+        from harness.drivers.dialect import known_driver
+
+        problem = known_driver(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -477,6 +485,30 @@ class RetryPlan(BaseModel):
     """GETs asking about one order after an unknown outcome, at most."""
 
 
+class CallbackPlan(BaseModel):
+    """Where suppliers send callbacks: the receiver's bind address and the public URL
+    suppliers are given are set apart (a tunnel or a reverse proxy in between)."""
+
+    model_config = _CONFIG
+
+    public_url: Url | None = None
+    """The URL suppliers can reach that forwards to the receiver, e.g.
+    ``https://cb.example.com/trialbench``; ``/callbacks/<supplier>`` is appended. Default:
+    the receiver's own loopback address (only a supplier on this machine reaches it).
+    ``--callback-url`` overrides it."""
+    bind: str = "127.0.0.1"
+    """Address the receiver binds to (loopback unless told otherwise)."""
+
+    @field_validator("bind")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IP address; write e.g. 127.0.0.1") from exc
+        return value
+
+
 class AfterSalesPlan(BaseModel):
     """Which delivered orders get a refund request, and how long refunds are followed."""
 
@@ -530,6 +562,8 @@ class TrialPlan(BaseModel):
     extra requests per supplier, so a flaky supplier's orders are all resolved)."""
     after_sales: AfterSalesPlan = AfterSalesPlan()
     """Refund requests and how long to follow them."""
+    callback: CallbackPlan = CallbackPlan()
+    """The callback receiver's bind address and the public URL given to suppliers."""
     redeem_sample: Annotated[int, Bounded(0, 100_000, "count")] = 1
     """Codes per supplier redeemed at the issuer as a sample (none without an issuer)."""
     expiry_margin_days: Annotated[int, Bounded(0, 3650, "number of days")] = 30
@@ -697,6 +731,9 @@ class BurstPlan(BaseModel):
     outcome was not taken, seconds (at most an hour)."""
     retries: RetryPlan = RetryPlan()
     """The retry budget and per-order limits."""
+    callback: CallbackPlan = CallbackPlan()
+    """The callback receivers' bind address and the public URL given to suppliers (each
+    worker's receiver must then be reachable behind it)."""
     spending_cap: Money
     """Most the whole burst may spend, across all suppliers and workers (money); each of N
     workers may commit at most cap / N."""
@@ -882,6 +919,25 @@ def load_scenario(path: Path, env: Mapping[str, str] | None = None) -> Scenario:
     """
     data, lines = read_yaml(path, error=ScenarioError)
     return parse_scenario(data, env, source=str(path), lines=lines)
+
+
+def with_callback_url(scenario: Scenario, url: str) -> Scenario:
+    """``scenario`` with ``callback.public_url`` of its plans set to ``url``
+    (``--callback-url``); a bad URL is a :class:`ScenarioError` naming the option."""
+    from pydantic import ValidationError
+
+    update: dict[str, Any] = {}
+    for section in ("trial", "burst"):
+        plan = getattr(scenario, section)
+        if plan is None:
+            continue
+        try:
+            callback = CallbackPlan.model_validate({"public_url": url,
+                                                    "bind": plan.callback.bind})
+        except ValidationError as exc:
+            raise ScenarioError(f"--callback-url: {exc.errors()[0]['msg']}") from None
+        update[section] = plan.model_copy(update={"callback": callback})
+    return scenario.model_copy(update=update)
 
 
 def scenario_hash(path: Path) -> str:

@@ -304,9 +304,9 @@ def test_bad_regex(tmp_path: Path) -> None:
 
 def test_unknown_driver_lists_known_ones(tmp_path: Path) -> None:
     """An unknown driver names the drivers there are."""
-    text = _replace_line(17, "    driver: gateway")
+    text = _replace_line(17, "    driver: fulu")
     message = _error(tmp_path, text, 17, "suppliers[1].driver")
-    assert "unknown driver 'gateway'; write one of: reference" in message
+    assert "unknown driver 'fulu'; write one of: reference, concat_md5, gateway" in message
 
 
 def test_bad_supplier_name(tmp_path: Path) -> None:

@@ -68,7 +68,8 @@ class TrialRun:
         self.progress = progress
         self.past = past
         self.order_prefix = order_prefix(folder.path.name, "trial")
-        self.receiver = CallbackReceiver(self.on_callback, on_reject=self._rejected)
+        self.receiver = CallbackReceiver(self.on_callback, self.plan.callback.bind,
+                                         on_reject=self._rejected)
         rules = Rules.of(self.plan, follow_s=self.plan.deadline_s * (1 + GRACE_FACTOR))
         issuer = None
         if scenario.issuer is not None:
@@ -268,7 +269,9 @@ class TrialRun:
 
     async def run(self) -> None:
         await self.receiver.start()
-        callback_url = self.receiver.url if self.plan.delivery != "poll" else None
+        # suppliers are given the public URL (a tunnel, a reverse proxy) when there is one
+        public = self.plan.callback.public_url or self.receiver.url
+        callback_url = public if self.plan.delivery != "poll" else None
         for side in self.sides.values():
             side.callback_url = f"{callback_url}/callbacks/{side.name}" if callback_url else None
         if self.past is None:
@@ -384,12 +387,17 @@ def _half_width(n: int) -> float:
 
 
 def run_trial(scenario_path: Path, *, results_root: Path = Path("results"),
-              env: dict[str, str] | None = None, show_progress: bool = True) -> Path:
-    """Load the scenario, run its trial, build the tables and the summary; the run folder."""
-    from harness.scenario import load_scenario
+              env: dict[str, str] | None = None, show_progress: bool = True,
+              callback_url: str | None = None) -> Path:
+    """Load the scenario, run its trial, build the tables and the summary; the run folder.
+
+    ``callback_url`` (``--callback-url``) replaces the scenario's ``callback.public_url``."""
+    from harness.scenario import load_scenario, with_callback_url
     from harness.summary import write_summary
 
     scenario = load_scenario(scenario_path, env if env is not None else dict(os.environ))
+    if callback_url is not None:
+        scenario = with_callback_url(scenario, callback_url)
     with RunFolder.create(results_root, scenario, scenario_path, mode="trial") as folder:
         asyncio.run(run_trial_async(scenario, folder, show_progress=show_progress))
     write_summary(folder.path, scenario)
