@@ -19,16 +19,28 @@ How a burst runs (``run_burst``):
    5 s (rate × expected latency × headroom, never shrinking during the run) and stops
    them once every worker has sent all of its arrivals. Orders are followed to
    delivery after that (up to ``follow_s`` after their intended start).
-4. Workers stream their events (``tb_events``) into ``events-<worker>.jsonl`` in the
-   one run folder and live counters (``tb_stats``) to the master, which draws the live
-   view and judges the abort conditions. Ctrl-C (or an abort) sends ``tb_stop``: no
-   new orders, orders in flight get a short grace, everything so far is kept.
-5. The master writes ``burst_finished``, closes the folder (building every table,
+4. Each worker appends its own shard, ``events-<worker>.jsonl``, as it goes (see
+   :mod:`harness.run.worker`): local workers straight into the run folder (the plan
+   names it), remote ones on their machine and in batches to the master (``tb_events``),
+   which appends them to the same shard name here. Live counters (``tb_stats``, every
+   second) feed the live view and the abort conditions; the view keeps bounded
+   summaries (counters and DDSketch latency sketches, 1 % relative accuracy), never a
+   value per order. Ctrl-C (or an abort) sends ``tb_stop``: no new orders, orders in
+   flight get a short grace, everything so far is kept.
+5. The master pings its workers (``tb_ping``, every 0.25 s); a worker that hears
+   nothing for 1.5 s stops placing and exits. A worker that dies (a local process
+   exits), falls silent for :data:`WORKER_SILENT_S`, leaves, or fails to start fails
+   the burst: ``worker_lost`` (or ``burst_worker_failed``) is written, the others are
+   stopped, and the manifest and ``burst_finished`` get ``failed: "worker lost: <id>"``
+   (the run is then incomplete: that worker's orders may have no final state until
+   ``trialbench resume`` asks about them).
+6. The master writes ``burst_finished``, closes the folder (building every table,
    ``timeline`` included) and prints achieved vs scheduled rate and the p95s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -44,6 +56,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import gevent
+from ddsketch import DDSketch
 from locust import LoadTestShape
 from locust.contrib.fasthttp import FastHttpSession
 from locust.env import Environment
@@ -60,8 +73,14 @@ from harness.processes import stop_process
 from harness.run.budget import Budget
 from harness.run.gevent_transport import drive
 from harness.run.lifecycle import order_prefix
-from harness.run.schedule import Schedule, build_schedule, concurrency_at
-from harness.run.worker import BurstWorker, LiveCounts, OrderUser, supplier_sides
+from harness.run.schedule import (
+    Schedule,
+    build_schedule,
+    burst_worst_case_cost,
+    concurrency_at,
+    print_burst_plan,
+)
+from harness.run.worker import MASTER_PING_S, BurstWorker, OrderUser, supplier_sides
 from harness.runfolder import RunFolder
 from harness.scenario import BurstPlan, Scenario, load_scenario
 
@@ -72,6 +91,10 @@ STOP_GRACE_S = 3.0
 LIVE_WINDOW_S = 5.0
 SPAWN_RATE = 100
 """Users started per second (Locust warns above 100); the 5 s look-ahead covers ramps."""
+WORKER_SILENT_S = 5.0
+"""A worker that sends nothing (``tb_stats`` comes every second) for this long is lost."""
+SKETCH_ACCURACY = 0.01
+"""Relative accuracy of the live view's latency sketches (DDSketch)."""
 
 
 class BurstShape(LoadTestShape):
@@ -95,21 +118,57 @@ class BurstShape(LoadTestShape):
         return self.users, float(min(SPAWN_RATE, self.users))
 
 
+def _sketch() -> DDSketch:
+    return DDSketch(SKETCH_ACCURACY)
+
+
 @dataclass
-class SupplierLive(LiveCounts):
-    """The master's view of one supplier: every worker's ``tb_stats`` added up."""
+class SupplierLive:
+    """The master's view of one supplier: every worker's ``tb_stats`` added up, in bounded
+    memory (counters, and latency sketches instead of the latencies; the raw latencies
+    are in the event log)."""
 
-    window: deque[tuple[float, int, int, list[float]]] = field(default_factory=deque)
-    """(time, sent, post_errors, acceptance ms) per report, for the sliding window."""
+    sent: int = 0
+    accepted: int = 0
+    delivered: int = 0
+    final: int = 0
+    slipped: int = 0
+    post_errors: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    acceptance: DDSketch = field(default_factory=_sketch)
+    """Acceptance latency from the intended start, ms, over the whole run."""
+    delivery: DDSketch = field(default_factory=_sketch)
+    """Delivery latency from the intended start, ms, over the whole run."""
+    window: deque[tuple[float, int, int, DDSketch]] = field(default_factory=deque)
+    """(time, sent, post_errors, acceptance sketch) per report, for the sliding window."""
+
+    def add(self, counts: Mapping[str, Any], now: float, keep_s: float) -> None:
+        """Add one worker's report (:meth:`harness.run.worker.LiveCounts.data`); keep
+        ``keep_s`` of reports for the window."""
+        self.sent += counts["sent"]
+        self.accepted += counts["accepted"]
+        self.delivered += counts["delivered"]
+        self.final += counts["final"]
+        self.slipped += counts["slipped"]
+        self.post_errors += counts["post_errors"]
+        self.errors.update(counts["errors"])
+        report = _sketch()
+        for value in counts["acceptance_ms"]:
+            report.add(max(0.0, float(value)))
+        for value in counts["delivery_ms"]:
+            self.delivery.add(max(0.0, float(value)))
+        self.acceptance.merge(report)
+        self.window.append((now, counts["sent"], counts["post_errors"], report))
+        while self.window and self.window[0][0] < now - keep_s:
+            self.window.popleft()
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile ``q`` (0–100) of ``values``; NaN when empty."""
-    if not values:
+def percentile(sketch: DDSketch, q: float) -> float:
+    """Percentile ``q`` (0–100) of a sketch, within its relative accuracy; NaN if empty."""
+    if not sketch.count:
         return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
+    value = sketch.get_quantile_value(q / 100)
+    return math.nan if value is None else float(value)
 
 
 class Hub:
@@ -126,6 +185,11 @@ class Hub:
         self.placing_done: dict[str, bool] = {}
         self.done: set[str] = set()
         self.failed: dict[str, str] = {}
+        self.lost: dict[str, str] = {}
+        """Workers lost mid-run: id -> why."""
+        self.last_seen: dict[str, float] = {}
+        """``time.monotonic()`` of each worker's last message."""
+        self.pids: dict[str, int] = {}
         self.t0 = math.inf
 
     def on_events(self, data: Mapping[str, Any]) -> None:
@@ -138,9 +202,15 @@ class Hub:
         shard.write("".join(line + "\n" for line in data["lines"]))
         shard.flush()
 
+    def heard(self, worker: str) -> None:
+        self.last_seen[worker] = time.monotonic()
+
     def on_stats(self, data: Mapping[str, Any]) -> None:
         now = time.time()
         worker = str(data["worker"])
+        self.heard(worker)
+        if "pid" in data:
+            self.pids[worker] = int(data["pid"])
         self.committed[worker] = Decimal(str(data["committed"]))
         self.in_flight[worker] = int(data["in_flight"]) + int(data.get("waiting", 0))
         self.placing_done[worker] = bool(data["placing_done"])
@@ -148,19 +218,34 @@ class Hub:
             live = self.live.get(name)
             if live is None:
                 continue
-            live.add(counts)
-            live.window.append((now, counts["sent"], counts["post_errors"],
-                                list(counts["acceptance_ms"])))
-            while live.window and live.window[0][0] < now - max(self.plan.abort.window_s,
-                                                                 LIVE_WINDOW_S):
-                live.window.popleft()
+            live.add(counts, now, max(self.plan.abort.window_s, LIVE_WINDOW_S))
 
     def on_done(self, data: Mapping[str, Any]) -> None:
+        self.heard(str(data["worker"]))
         self.done.add(str(data["worker"]))
 
     def on_failed(self, data: Mapping[str, Any]) -> None:
         self.failed[str(data["worker"])] = str(data["error"])
         self.done.add(str(data["worker"]))
+
+    def lose(self, worker: str, reason: str) -> bool:
+        """Record a lost worker (once); True if it is news."""
+        if worker in self.lost or worker in self.done:
+            return False
+        self.lost[worker] = reason
+        self.folder.log.write("worker_lost", worker=worker, reason=reason,
+                              pid=self.pids.get(worker))
+        return True
+
+    @property
+    def failure(self) -> str | None:
+        """Why the burst failed (the manifest's ``failed``), or None."""
+        parts = []
+        if self.lost:
+            parts.append("worker lost: " + ", ".join(sorted(self.lost)))
+        if self.failed:
+            parts.append("worker failed to start: " + ", ".join(sorted(self.failed)))
+        return "; ".join(parts) or None
 
     def close(self) -> None:
         for shard in self.shards.values():
@@ -168,14 +253,15 @@ class Hub:
 
     # ------------------------------------------------------------ judging and drawing
 
-    def _window(self, live: SupplierLive, seconds: float) -> tuple[int, int, list[float]]:
+    def _window(self, live: SupplierLive, seconds: float,
+                into: DDSketch | None = None) -> tuple[int, int, DDSketch]:
         since = time.time() - seconds
         sent = errors = 0
-        latencies: list[float] = []
-        for at, s, e, lat in live.window:
+        latencies = into if into is not None else _sketch()
+        for at, s, e, sketch in live.window:
             if at >= since:
                 sent, errors = sent + s, errors + e
-                latencies.extend(lat)
+                latencies.merge(sketch)
         return sent, errors, latencies
 
     def abort_reason(self) -> str | None:
@@ -188,17 +274,16 @@ class Hub:
         if abort.error_rate is None and abort.latency_ms is None:
             return None
         sent = errors = 0
-        latencies: list[float] = []
+        latencies = _sketch()
         for live in self.live.values():
-            s, e, lat = self._window(live, abort.window_s)
+            s, e, _ = self._window(live, abort.window_s, into=latencies)
             sent, errors = sent + s, errors + e
-            latencies.extend(lat)
         if sent < abort.min_orders:
             return None
         if abort.error_rate is not None and errors / sent >= abort.error_rate:
             return (f"error rate {errors / sent:.1%} over the last {abort.window_s:g} s "
                     f"reached abort.error_rate {abort.error_rate:.1%}")
-        if abort.latency_ms is not None and latencies:
+        if abort.latency_ms is not None and latencies.count:
             value = percentile(latencies, abort.latency_percentile)
             if value > abort.latency_ms:
                 return (f"p{abort.latency_percentile:g} acceptance latency {value:.0f} ms "
@@ -219,8 +304,8 @@ class Hub:
                              else "right")
         for name, live in self.live.items():
             sent_w, _, lat_w = self._window(live, window)
-            p95 = percentile(lat_w or live.acceptance_ms, 95)
-            p95d = percentile(live.delivery_ms, 95)
+            p95 = percentile(lat_w if lat_w.count else live.acceptance, 95)
+            p95d = percentile(live.delivery, 95)
             errors = " ".join(f"{k}:{v}" for k, v in sorted(live.errors.items()) if v) or "-"
             table.add_row(
                 name, f"{live.sent}/{due[name]}",
@@ -367,10 +452,12 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
             "scenario_text": scenario_path.read_text(encoding="utf-8"),
             "scenario_name": scenario_path.name, "order_prefix": prefix,
             "run_id": folder.path.name, "count": expected,
+            "run_dir": str(folder.path.resolve()),
             "results_root": str(results_root.resolve())}
         load_code_key(results_root)  # made once here, before workers race to make it
         balances = BalanceReader(scenario, plan, folder, schedule)
         balances.read("before")
+        clients: dict[str, str] = {}  # Locust client id -> worker id
         if isinstance(runner, MasterRunner):
             deadline = time.monotonic() + WORKER_CONNECT_S + (3600 if remote_workers else 0)
             while runner.worker_count < expected:
@@ -381,7 +468,10 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
                     raise HarnessError("a local worker process exited before connecting")
                 gevent.sleep(0.1)
             t0 = time.time() + LEAD_S
+            pinger = gevent.spawn(_ping, runner)  # from now on, silence means "master gone"
             for index, client_id in enumerate(sorted(runner.clients)):
+                clients[client_id] = f"w{index}"
+                hub.heard(f"w{index}")
                 runner.send_message("tb_plan", {**plan_data, "index": index, "t0": t0},
                                     client_id=client_id)
         else:
@@ -398,8 +488,9 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
                          spending_cap=plan.spending_cap, distributed=distributed)
         runner.start_shape()
 
+        watch = WorkerWatch(runner, hub, children, clients) if distributed else None
         reason, interrupted = _supervise(runner, hub, shape, schedule, plan, stop_state,
-                                         console, live, expected)
+                                         console, live, expected, watch)
         folder.manifest["burst_aborted"] = reason
         if reason is not None:
             folder.log.write("burst_aborted", reason=reason)
@@ -408,12 +499,19 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
             for name, error in hub.failed.items():
                 folder.log.write("burst_worker_failed", worker=name, error=error)
                 console.print(f"[red]worker {name} failed:[/] {error}")
+        for name, why in hub.lost.items():
+            console.print(f"[bold red]worker {name} lost:[/] {why}")
+        failure = hub.failure
+        folder.manifest["failed"] = failure  # the run is incomplete: burst_finished says so
         balances.read("after_orders")
         folder.log.write("burst_finished", interrupted=interrupted, aborted=reason,
-                         workers_done=sorted(hub.done),
+                         failed=failure, workers_done=sorted(hub.done),
+                         workers_lost=hub.lost or None,
                          committed=sum(hub.committed.values(), Decimal(0)))
         if local is not None:
             local.close()
+        if isinstance(runner, MasterRunner):
+            pinger.kill(block=False)
         runner.quit()
     except KeyboardInterrupt:
         interrupted = True
@@ -425,10 +523,68 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
     return folder.path
 
 
+def _ping(runner: Runner) -> None:
+    """Tell every worker, every MASTER_PING_S, that the master is alive."""
+    while True:
+        with contextlib.suppress(Exception):  # a broken socket must not end the pings
+            runner.send_message("tb_ping", None)
+        gevent.sleep(MASTER_PING_S)
+
+
+class WorkerWatch:
+    """The master's watch on its workers: a local worker process that exits, a worker
+    that says nothing for :data:`WORKER_SILENT_S`, or one Locust says has quit, before
+    it reported done, is lost (a silent local one is killed, so it cannot place again)."""
+
+    def __init__(self, runner: Runner, hub: Hub, children: list[subprocess.Popen[bytes]],
+                 clients: Mapping[str, str]) -> None:
+        self.runner = runner
+        self.hub = hub
+        self.children = children
+        self.clients = clients
+
+    def check(self) -> list[str]:
+        """Workers newly lost (each recorded on the hub with a ``worker_lost`` event)."""
+        hub = self.hub
+        news: list[str] = []
+        by_pid = {pid: worker for worker, pid in hub.pids.items()}
+        for child in self.children:
+            code = child.poll()
+            if code is not None:
+                worker = by_pid.get(child.pid)  # not reported yet: silence will tell
+                if worker is not None and hub.lose(
+                        worker, f"worker process {child.pid} exited with code {code}"):
+                    news.append(worker)
+        now = time.monotonic()
+        present = getattr(self.runner, "clients", {})
+        for client_id, worker in self.clients.items():
+            if worker in hub.done or worker in hub.lost:
+                continue
+            silent = now - hub.last_seen.get(worker, now)
+            if client_id not in present:
+                reason = "the worker left (Locust quit)"
+            elif silent > WORKER_SILENT_S:
+                reason = f"no word from the worker for {silent:.1f} s"
+            else:
+                continue
+            if hub.lose(worker, reason):
+                news.append(worker)
+                self._end_local(worker)
+        return news
+
+    def _end_local(self, worker: str) -> None:
+        """A lost local worker that still runs (stalled) must not place again: kill it.
+        Its shard is on disk up to its last event. A remote one gets the ``tb_stop``."""
+        for child in self.children:
+            if child.pid == self.hub.pids.get(worker) and child.poll() is None:
+                child.kill()
+
+
 def _supervise(runner: Runner, hub: Hub, shape: BurstShape, schedule: Schedule,
                plan: BurstPlan, stop_state: dict[str, int], console: Console, live: bool,
-               expected: int) -> tuple[str | None, bool]:
-    """Draw the live view, judge aborts, handle Ctrl-C; return (abort reason, interrupted)."""
+               expected: int, watch: WorkerWatch | None = None) -> tuple[str | None, bool]:
+    """Draw the live view, judge aborts and lost workers, handle Ctrl-C; return (abort
+    reason, interrupted)."""
     stop_sent = 0
     reason: str | None = None
     interrupted = False
@@ -441,8 +597,15 @@ def _supervise(runner: Runner, hub: Hub, shape: BurstShape, schedule: Schedule,
     try:
         while True:
             gevent.sleep(0.5)
-            if len(hub.done) >= expected:
+            if len(hub.done | set(hub.lost)) >= expected:
                 break
+            lost = watch.check() if watch is not None else []
+            if (lost or hub.failed) and not stop_sent:
+                stop_sent = 1  # a lost worker fails the burst: stop the others
+                _send_stop(runner, hub, STOP_GRACE_S)
+                console.print("[bold red]stopping:[/] " + (hub.failure or ""))
+                if len(hub.done | set(hub.lost)) >= expected:
+                    break
             if stop_state["requests"] > stop_sent:
                 interrupted = True
                 grace = STOP_GRACE_S if stop_state["requests"] == 1 else 0.0
@@ -527,4 +690,5 @@ def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.0f}"
 
 
-__all__ = ["BurstShape", "Hub", "percentile", "print_summary", "run_burst", "terminal"]
+__all__ = ["BurstShape", "Hub", "SupplierLive", "WorkerWatch", "burst_worst_case_cost",
+           "percentile", "print_burst_plan", "print_summary", "run_burst", "terminal"]

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections import Counter
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import TextIO
 
 from harness.scenario import BurstPlan, Scenario
 
@@ -225,5 +228,65 @@ def concurrency_at(schedule: Schedule, plan: BurstPlan, t: float, workers: int) 
     return max(floor, min(needed, plan.max_concurrency))
 
 
-__all__ = ["Arrival", "Schedule", "Segment", "build_schedule", "concurrency_at",
-           "segments_of"]
+def burst_worst_case_cost(scenario: Scenario, schedule: Schedule | None = None
+                          ) -> tuple[Decimal, dict[str, Decimal]]:
+    """The most the burst could spend, and each supplier's part before the cap: every
+    scheduled order at its product's face value × quantity (a price above face value is
+    not expected; the cap stops one that is), the total never more than the spending cap.
+    """
+    plan = scenario.burst
+    if plan is None:
+        raise ValueError("scenario has no burst: section")
+    schedule = schedule if schedule is not None else build_schedule(scenario)
+    configs = {s.name: s for s in scenario.suppliers}
+    per_supplier = {name: Decimal(0) for name in schedule.suppliers}
+    for arrival in schedule.arrivals:
+        product = configs[arrival.supplier].product(arrival.sku)
+        per_supplier[arrival.supplier] += product.face_value * plan.quantity
+    return min(sum(per_supplier.values(), Decimal(0)), plan.spending_cap), per_supplier
+
+
+def print_burst_plan(scenario: Scenario, out: TextIO | None = None) -> None:
+    """``burst --dry-run``: the schedule (phases, orders in all and per supplier) and its
+    worst-case cost. Pure arithmetic on the scenario: sends nothing, imports no Locust."""
+    out = out if out is not None else sys.stdout
+    plan = scenario.burst
+    if plan is None:
+        raise ValueError("scenario has no burst: section")
+    schedule = build_schedule(scenario)
+    worst, per_supplier = burst_worst_case_cost(scenario, schedule)
+    total = len(schedule.arrivals)
+
+    def say(text: str = "") -> None:
+        out.write(text + "\n")
+
+    say(f"burst plan of {scenario.name!r}: {total} orders × {plan.quantity} over "
+        f"{schedule.duration_s:g} s, peak {schedule.peak_rate(0, schedule.duration_s):g}/s, "
+        f"deadline {plan.deadline_s:g} s, delivery by {plan.delivery}, "
+        f"{plan.workers} worker(s)")
+    say(f"  {'phase':<12} {'kind':<8} {'start s':>8} {'for s':>7} {'rate/s':>13} "
+        f"{'orders':>7}")
+    by_phase = Counter(a.phase for a in schedule.arrivals)
+    for segment in schedule.segments:
+        rate = f"{segment.start_rate:g}" if segment.start_rate == segment.end_rate else \
+            f"{segment.start_rate:g} → {segment.end_rate:g}"
+        say(f"  {segment.name:<12} {segment.kind:<8} {segment.start_s:>8g} "
+            f"{segment.duration_s:>7g} {rate:>13} {by_phase[segment.name]:>7}")
+    say(f"  {'supplier':<12} {'orders':>7} {'share':>6} {'worst case':>11}  products")
+    counts = Counter(a.supplier for a in schedule.arrivals)
+    skus: dict[str, Counter[str]] = {name: Counter() for name in schedule.suppliers}
+    for arrival in schedule.arrivals:
+        skus[arrival.supplier][arrival.sku] += 1
+    for name in schedule.suppliers:
+        mix = ", ".join(f"{sku} {n}" for sku, n in sorted(skus[name].items()))
+        share = counts[name] / total if total else 0.0
+        say(f"  {name:<12} {counts[name]:>7} {share:>6.0%} {per_supplier[name]:>11}  [{mix}]")
+    capped = " (the cap; the schedule alone would cost " \
+        f"{sum(per_supplier.values(), Decimal(0))})" if worst < sum(per_supplier.values(),
+                                                                     Decimal(0)) else ""
+    say(f"worst-case cost: {worst}{capped}; spending cap {plan.spending_cap}, each of N "
+        "workers may commit cap / N; nothing was sent")
+
+
+__all__ = ["Arrival", "Schedule", "Segment", "build_schedule", "burst_worst_case_cost",
+           "concurrency_at", "print_burst_plan", "segments_of"]

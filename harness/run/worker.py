@@ -18,13 +18,29 @@ Delivered codes are checked (pattern, duplicate, face value, issuer, expiry; nev
 redeemed) once this worker has sent all of its arrivals, so checking never steals the
 schedule. Balances are read by the master, before and after the burst.
 
-Events are JSON lines sent to the master in batches (``tb_events``, every 0.2 s), which
-appends them to ``events-<worker>.jsonl`` in the run folder; live counters go as
-``tb_stats`` every second. Nothing here raises for what a supplier does.
+The worker owns its shard of the event log, ``events-<worker>.jsonl`` (:class:`ShardLog`):
+every event is appended with one ``write`` the moment it happens, so an order's
+``order_planned`` and ``order_attempt`` are in the OS's hands before its POST goes out,
+and a ``kill -9`` of the master (or of the worker, after that ``write``) loses none of
+them. A worker that can see the master's run folder (a local worker, or one on a shared
+file system) writes straight into it; a remote worker writes under its own
+``results/<run-id>/`` and also sends its lines to the master in batches (``tb_events``,
+every 0.2 s), which appends them to the same shard name in the run folder. Live counters
+go as ``tb_stats`` every second; latencies in them are one report's worth, never the run's.
+
+The worker watches the master: its ``tb_ping`` (every 0.25 s), and for a local worker its
+parent process. Silent for :data:`MASTER_SILENT_S`, or gone, and the worker stops placing
+at once, gives orders in flight :data:`MASTER_LOST_GRACE_S`, ends the rest as unknown
+(``interrupted``), writes ``burst_worker_master_lost`` and exits (code 3).
+
+Memory stays flat: an order leaves its supplier's ``orders`` once final (a final state
+never goes back, so no callback can matter), and its codes are checked while placing once
+more than :data:`CHECK_BACKLOG` wait. Nothing here raises for what a supplier does.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -62,6 +78,18 @@ STATS_EVERY_S = 1.0
 FOLLOW_POOL_CONNECTIONS = 200
 CODE_CHECKERS = 16
 """Code checks in flight at once, once placing is done."""
+CODE_CHECKERS_WHILE_PLACING = 2
+"""Code checks in flight at once while placing, and only past :data:`CHECK_BACKLOG`."""
+CHECK_BACKLOG = 256
+"""Delivered orders whose codes may wait for the end of placing (bounds the memory)."""
+MASTER_PING_S = 0.25
+"""The master sends ``tb_ping`` this often."""
+MASTER_SILENT_S = 1.5
+"""No word from the master for this long: it is gone (stop placing within 2 s)."""
+MASTER_LOST_GRACE_S = 1.0
+"""Orders in flight get this long to finish once the master is gone."""
+WATCH_EVERY_S = 0.1
+EXIT_MASTER_LOST = 3
 
 Emit = Callable[[str, dict[str, Any]], None]
 """How a worker sends a message (``tb_events``, ``tb_stats`` ...) to the master."""
@@ -69,23 +97,58 @@ FINAL_STATES = ("success", "partial", "failed", "refunded", "unknown", "skipped"
 
 
 class ShardLog:
-    """The worker's event log: lines formatted as :class:`harness.events.EventLog` writes
-    them, buffered until the next flush to the master."""
+    """This worker's shard of the event log: lines as :class:`harness.events.EventLog`
+    writes them, each appended to ``events-<worker>.jsonl`` with one unbuffered ``write``
+    (in the OS's page cache when :meth:`write` returns: a process killed after it loses
+    nothing; a power cut may). With ``forward``, lines are also kept for the next batch to
+    the master (:meth:`take`). Events written before :meth:`open` wait for it."""
 
     def __init__(self) -> None:
+        self.path: Path | None = None
+        self._fd: int | None = None
+        self._forward = False
+        self._waiting: list[str] = []
         self._lines: list[str] = []
 
+    def open(self, path: Path, *, forward: bool) -> None:
+        """Append to ``path`` from now on (made if missing); ``forward``: remote worker."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.path, self._forward = path, forward
+        waiting, self._waiting = self._waiting, []
+        for line in waiting:
+            self._append(line)
+
     def write(self, type_: str, /, **fields: Any) -> None:
-        self._lines.append(format_event(type_, fields))
+        line = format_event(type_, fields)
+        if self._fd is None:
+            self._waiting.append(line)
+        else:
+            self._append(line)
+
+    def _append(self, line: str) -> None:
+        assert self._fd is not None
+        data = (line + "\n").encode()
+        while data:  # a regular file takes it in one write; loop in case it does not
+            data = data[os.write(self._fd, data):]
+        if self._forward:
+            self._lines.append(line)
 
     def take(self) -> list[str]:
+        """Lines not yet sent to the master (only a forwarding shard keeps any)."""
         lines, self._lines = self._lines, []
         return lines
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass
 class LiveCounts:
-    """Counters for the live view, since the last ``tb_stats``."""
+    """Counters for the live view since the last ``tb_stats`` (one report's latencies,
+    ms: bounded by the rate, never by the length of the run)."""
 
     sent: int = 0
     accepted: int = 0
@@ -115,18 +178,6 @@ class LiveCounts:
             self.errors[key[6:]] += 1
         elif key in FINAL_STATES:
             self.final += 1
-
-    def add(self, counts: Mapping[str, Any]) -> None:
-        """Add one ``tb_stats`` report (a :meth:`data` dict) to these counters."""
-        self.sent += counts["sent"]
-        self.accepted += counts["accepted"]
-        self.delivered += counts["delivered"]
-        self.final += counts["final"]
-        self.slipped += counts["slipped"]
-        self.post_errors += counts["post_errors"]
-        self.errors.update(counts["errors"])
-        self.acceptance_ms.extend(counts["acceptance_ms"])
-        self.delivery_ms.extend(counts["delivery_ms"])
 
     def data(self) -> dict[str, Any]:
         return {"sent": self.sent, "accepted": self.accepted, "delivered": self.delivered,
@@ -178,13 +229,23 @@ def supplier_sides(scenario: Scenario, plan: BurstPlan, *, log: Any, budget: Bud
 class BurstWorker:
     """This process's part of a burst; see the module docstring."""
 
-    def __init__(self, environment: Environment, send: Emit) -> None:
+    def __init__(self, environment: Environment, send: Emit, *,
+                 local_root: Path = Path("results")) -> None:
         self.environment = environment
-        self.send = send
+        self._send_to_master = send
+        self.local_root = local_root
+        """Where a remote worker keeps its shard (``<local_root>/<run-id>/``)."""
         self.id = "w0"
         self.ready = gevent.event.Event()
+        self.configured = False
         self.stopping = False
+        self.ended = False
+        """Orders in flight were ended by a stop: an answer arriving now is recorded only."""
         self.done_sent = False
+        self.master_lost: str | None = None
+        self.last_heard = 0.0
+        """``time.monotonic()`` of the master's last message (0: no plan yet)."""
+        self.exit_code = 0
         self.log = ShardLog()
         self.suppliers: dict[str, SupplierBurst] = {}
         self.orders = gevent.pool.Group()
@@ -215,6 +276,10 @@ class BurstWorker:
         self.id = f"w{index}"
         self.t0 = float(data["t0"])
         self.prefix = str(data["order_prefix"])
+        run_dir, run_id = Path(str(data["run_dir"])), str(data["run_id"])
+        direct = _is_run_folder(run_dir, run_id)
+        self.log.open((run_dir if direct else self.local_root / run_id)
+                      / f"events-{self.id}.jsonl", forward=not direct)
         self.budget = Budget((plan.spending_cap / count).quantize(Decimal("0.01")))
         root = Path(data["results_root"]) if data.get("results_root") else None
         code_key = load_code_key(root) if root is not None and root.is_dir() else \
@@ -242,7 +307,9 @@ class BurstWorker:
         self.log.write("burst_worker_started", worker=self.id, index=index, count=count,
                        pid=os.getpid(), host=socket.gethostname(), t0=self.t0,
                        arrivals=len(share), budget=self.budget.cap,
-                       callback_url=self.receiver.url if self.receiver else None)
+                       callback_url=self.receiver.url if self.receiver else None,
+                       shard=str(self.log.path), direct=direct)
+        self.configured = True
         self._loops = [gevent.spawn(self._flush_loop), gevent.spawn(self._stats_loop)]
         gevent.spawn(self._read_catalogs)
 
@@ -324,37 +391,69 @@ class BurstWorker:
             try:
                 first = next(steps)
             except StopIteration:
+                _forget(life)
                 return  # the cap did not allow it: final "skipped" is written
             assert isinstance(first, Send)
-            response = send_request(client, first.request, f"{supplier.name} place")
+            try:  # order_planned and order_attempt are in the shard (the OS) by now
+                response = send_request(client, first.request, f"{supplier.name} place")
+            except gevent.GreenletExit:  # the worker is ending: the POST's fate is unknown
+                life.finish("unknown", interrupted=True)
+                _forget(life)
+                raise
         finally:
             self.posting -= 1
         self.orders.spawn(self._continue, supplier, life, steps, response)
 
     def _continue(self, supplier: SupplierBurst, life: OrderLife, steps: Any,
                   first: Any) -> None:
-        """In the order's own greenlet: the rest of the lifecycle, then queue its codes."""
+        """In the order's own greenlet: the rest of the lifecycle, then queue its codes.
+        Once final, the order leaves its side's ``orders`` (a final state never goes back:
+        no callback can matter), so nothing is kept per order after its codes are checked."""
         assert self.session is not None
         news = gevent.event.Event()
         life.wake = news.set
         try:
-            drive(self.session, steps, label=supplier.name, news=news, first=first)
+            if self.ended:  # a stop ended orders in flight: record this answer, go no further
+                _record_answer(steps, first)
+            else:
+                drive(self.session, steps, label=supplier.name, news=news, first=first)
         finally:
             life.finish("unknown", interrupted=True)  # a no-op unless killed by a stop
             life.wake = _nothing
+            _forget(life)
         if life.order is not None and life.order.state.delivered:
             self.to_check.append(life)
 
     def _check_codes(self) -> None:
-        """Check queued codes, at most CODE_CHECKERS at once (after placing is done)."""
+        """Check queued codes: CODE_CHECKERS at once after placing; while placing, only
+        what is past CHECK_BACKLOG, CODE_CHECKERS_WHILE_PLACING at once (bounded memory,
+        and checking takes little from the schedule)."""
+        limit = CODE_CHECKERS if self.placing_done else CODE_CHECKERS_WHILE_PLACING
+        while len(self.checkers) < limit and self._check_due():
+            self.checkers.spawn(self._checker)
+
+    def _check_due(self) -> bool:
+        return bool(self.to_check) and (self.placing_done
+                                        or len(self.to_check) > CHECK_BACKLOG)
+
+    def _checker(self) -> None:
+        """One checker: the queue's next order's codes, for as long as checks are due."""
         assert self.session is not None
-        session = self.session
-        while self.to_check and self.checkers.free_count():
+        while self._check_due():
             life = self.to_check.popleft()
-            self.checkers.spawn(drive, session, life.check_codes(),
-                                label=f"{life.side.name}")
+            drive(self.session, life.check_codes(), label=life.side.name)
 
     # ------------------------------------------------------------------ reporting
+
+    def send(self, kind: str, data: dict[str, Any]) -> None:
+        """Send a message to the master; never raises (the master may be gone)."""
+        if self.master_lost is not None:
+            return
+        try:
+            self._send_to_master(kind, data)
+        except Exception as exc:  # a dead master must not end this worker
+            self.log.write("burst_worker_send_failed", worker=self.id, kind=kind,
+                           error=f"{type(exc).__name__}: {exc}"[:200])
 
     def _flush(self) -> None:
         lines = self.log.take()
@@ -364,11 +463,10 @@ class BurstWorker:
     def _flush_loop(self) -> None:
         while True:
             gevent.sleep(EVENT_FLUSH_S)
-            if self.placing_done:
-                self._check_codes()
+            self._check_codes()
             self._flush()
-            if not self.done_sent and self.placing_done and not len(self.orders) \
-                    and not self.to_check and not len(self.checkers):
+            if not self.done_sent and self.master_lost is None and self.placing_done \
+                    and not len(self.orders) and not self.to_check and not len(self.checkers):
                 self._done()
 
     def _stats(self) -> None:
@@ -379,7 +477,8 @@ class BurstWorker:
         self.send("tb_stats", {"worker": self.id, "suppliers": suppliers,
                                "committed": str(self.budget.committed),
                                "in_flight": len(self.orders), "waiting": self.waiting,
-                               "placing_done": self.placing_done})
+                               "placing_done": self.placing_done, "pid": os.getpid(),
+                               "host": socket.gethostname()})
 
     def _stats_loop(self) -> None:
         while True:
@@ -396,10 +495,10 @@ class BurstWorker:
         self._flush()
         self.send("tb_done", {"worker": self.id})
 
-    def stop(self, grace_s: float) -> None:
+    def stop(self, grace_s: float, then: Callable[[], None] | None = None) -> gevent.Greenlet:
         """Issue nothing more; give orders in flight ``grace_s`` to finish, then end them
-        (each still gets its ``order_final``, state unknown, interrupted). Codes already
-        delivered are still checked."""
+        (each still gets its ``order_final``, state unknown, interrupted), then ``then()``.
+        Codes already delivered are still checked."""
         if not self.stopping:
             self.stopping = True
             for supplier in self.suppliers.values():
@@ -411,21 +510,88 @@ class BurstWorker:
         def end() -> None:
             if grace_s > 0:
                 self.orders.join(timeout=grace_s)
+            self.ended = True
             self.orders.kill(block=True, timeout=5)
+            if then is not None:
+                then()
 
-        gevent.spawn(end)
+        return gevent.spawn(end)
+
+    def heard_from_master(self) -> None:
+        """The master spoke (a ``tb_ping``, its plan, a stop)."""
+        self.last_heard = time.monotonic()
+
+    def master_silence(self, parent_pid: int | None) -> str | None:
+        """Why the master is gone, or None: our parent process (a local worker) is not
+        the master any more, or it has said nothing for :data:`MASTER_SILENT_S`."""
+        if parent_pid is not None and os.getppid() != parent_pid:
+            return "the master process is gone"
+        if self.last_heard:
+            silent = time.monotonic() - self.last_heard
+            if silent > MASTER_SILENT_S:
+                return f"no word from the master for {silent:.1f} s"
+        return None
+
+    def lose_master(self, reason: str, quit_: Callable[[], None]) -> None:
+        """The master is gone: stop placing now, give orders in flight a short grace, end
+        the rest as interrupted, write ``burst_worker_master_lost``, then ``quit_()``."""
+        if self.master_lost is not None:
+            return
+        self.master_lost = reason
+        self.exit_code = 0 if self.done_sent else EXIT_MASTER_LOST
+        if not self.configured:
+            quit_()
+            return
+        self.log.write("burst_worker_master_lost", worker=self.id, reason=reason,
+                       in_flight=len(self.orders), posting=self.posting,
+                       done=self.done_sent)
+
+        def finished() -> None:
+            quit_()  # ends the users: a first POST still out is finished as interrupted
+            if not self.done_sent:
+                self.log.write("burst_worker_finished", worker=self.id,
+                               unissued=dict(self.unissued), committed=self.budget.committed,
+                               cap=self.budget.cap, master_lost=reason)
+
+        self.stop(MASTER_LOST_GRACE_S, then=finished)
 
     def close(self) -> None:
-        """Stop the loops and the receiver; flush what is left."""
+        """Stop the loops and the receiver; send what is left; close the shard."""
         for loop in self._loops:
             loop.kill(block=False)
         if self.receiver is not None:
             self.receiver.stop(timeout=1)
         self._flush()
+        self.log.close()
 
 
 def _nothing() -> None:
     """A finished order's ``wake``: late callbacks have nobody to wake."""
+
+
+def _forget(life: OrderLife) -> None:
+    """The order is final: its side need not hold it any more."""
+    life.side.orders.pop(life.client_order_id, None)
+
+
+def _record_answer(steps: Any, first: Any) -> None:
+    """Feed an order's first answer to its lifecycle (so the answer is logged) and go no
+    further: its next step, a wait or a request, is never taken."""
+    try:
+        steps.send(first)
+    except StopIteration:
+        pass
+    finally:
+        steps.close()
+
+
+def _is_run_folder(run_dir: Path, run_id: str) -> bool:
+    """This machine sees the master's run folder (same host, or a shared file system)."""
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("run_id") == run_id
 
 
 class OrderUser(FastHttpUser):
@@ -467,16 +633,23 @@ def _scenario_from_text(text: str, name: str) -> Scenario:
         return load_scenario(path, dict(os.environ))
 
 
-def run_worker(master_host: str, master_port: int, *, local_child: bool = False) -> int:
-    """``trialbench worker``: join a master, run its share of the burst, exit on quit."""
+def run_worker(master_host: str, master_port: int, *, local_child: bool = False,
+               results_root: Path = Path("results")) -> int:
+    """``trialbench worker``: join a master, run its share of the burst, exit on quit.
+
+    Exit code 0, or 3 when the master was lost before this worker was done. A remote
+    worker keeps its shard under ``results_root/<run-id>/``."""
+    parent_pid = os.getppid() if local_child else None
     if local_child:  # the master handles Ctrl-C for the whole run
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     environment = Environment(user_classes=[OrderUser], host=OrderUser.host)
     runner = environment.create_worker_runner(master_host, master_port)
-    worker = BurstWorker(environment, lambda kind, data: runner.send_message(kind, data))
+    worker = BurstWorker(environment, lambda kind, data: runner.send_message(kind, data),
+                         local_root=results_root)
     environment.trialbench_worker = worker  # type: ignore[attr-defined]
 
     def on_plan(environment: Environment, msg: Any, **_: Any) -> None:
+        worker.heard_from_master()
         try:
             worker.configure(msg.data)
         except Exception as exc:  # tell the master why, instead of dying silently
@@ -484,17 +657,32 @@ def run_worker(master_host: str, master_port: int, *, local_child: bool = False)
                                               "error": f"{type(exc).__name__}: {exc}"})
 
     def on_stop(environment: Environment, msg: Any, **_: Any) -> None:
+        worker.heard_from_master()
         worker.stop(float(msg.data.get("grace_s", 0)))
+
+    def on_ping(environment: Environment, msg: Any, **_: Any) -> None:
+        worker.heard_from_master()
+
+    def watch() -> None:
+        while worker.master_lost is None:
+            gevent.sleep(WATCH_EVERY_S)
+            reason = worker.master_silence(parent_pid)
+            if reason is not None:
+                worker.lose_master(reason, runner.quit)
 
     runner.register_message("tb_plan", on_plan)
     runner.register_message("tb_stop", on_stop)
+    runner.register_message("tb_ping", on_ping)
     environment.events.init.fire(  # type: ignore[no-untyped-call]
         environment=environment, runner=runner, web_ui=None)
+    watcher = gevent.spawn(watch)
     try:
         runner.greenlet.join()
     finally:
+        watcher.kill(block=False)
         worker.close()
-    return 0
+    return worker.exit_code
 
 
-__all__ = ["BurstWorker", "LiveCounts", "OrderUser", "run_worker", "supplier_sides"]
+__all__ = ["BurstWorker", "LiveCounts", "OrderUser", "ShardLog", "run_worker",
+           "supplier_sides"]
