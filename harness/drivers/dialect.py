@@ -42,7 +42,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -913,14 +913,18 @@ class DialectDriver:
             if created_raw not in (_MISSING, None, "") else None
         updated = self._time(updated_raw, "updated_at") \
             if updated_raw not in (_MISSING, None, "") else None
+        view = (state, len(codes), amount)
         if updated is None:  # no time in the answer: the time the view changed, as seen
-            view = (state, len(codes), amount)
             if context is not None and context.seen == view and context.seen_at is not None:
                 updated = context.seen_at
             else:
                 updated = now
+        elif context is not None and context.seen_at is not None and context.seen != view \
+                and updated <= context.seen_at:
+            # a changed view stamped before one the driver had to stamp itself is still newer
+            updated = context.seen_at + timedelta(milliseconds=1)
         if context is not None and not from_callback:
-            context.seen, context.seen_at = (state, len(codes), amount), updated
+            context.seen, context.seen_at = view, updated
         reason_raw = _ref(data, spec.failure_reason)
         return Order(client_order_id=cid, supplier_order_id=supplier_id, sku=sku,
                      quantity=quantity, state=state, unit_price=unit, amount=amount,

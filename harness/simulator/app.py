@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
+from harness.simulator.dialects import ADAPTERS, rate_limited_reply
 from harness.simulator.engine import Reply, Simulation, Supplier, dumps, error
 
 Scope = MutableMapping[str, Any]
@@ -35,8 +36,10 @@ class SimulatorApp:
         if kind == "http":
             body = await _read_body(receive)
             status, payload, headers = await self.handle(scope, body)
+            typed = any(name == b"content-type" for name, _ in headers)
             await send({"type": "http.response.start", "status": status,
-                        "headers": [_JSON, (b"content-length", str(len(payload)).encode()),
+                        "headers": [*([] if typed else [_JSON]),
+                                    (b"content-length", str(len(payload)).encode()),
                                     *headers]})
             await send({"type": "http.response.body", "body": payload})
         elif kind == "lifespan":
@@ -57,11 +60,16 @@ class SimulatorApp:
         path: str = scope["path"]
         parts = path.split("/")
         top = parts[1] if len(parts) > 1 else ""
-        if top == "suppliers" and len(parts) >= 4:
+        if top == "suppliers" and len(parts) >= 3:
             supplier = self.sim.suppliers.get(parts[2])
             if supplier is None:
                 return error(404, "not_found", f"no supplier {parts[2]!r}")
-            reply = self._supplier(supplier, scope, parts[3:], body)
+            if len(parts) == 3 and supplier.profile.dialect == "reference":
+                return error(404, "not_found", "no such endpoint")
+            if supplier.profile.dialect != "reference":
+                reply = await self._dialect(supplier, scope, parts[3:], body)
+            else:
+                reply = self._supplier(supplier, scope, parts[3:], body)
             delay_s = supplier.response_delay_s()
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
@@ -115,6 +123,17 @@ class SimulatorApp:
         elif n == 2 and resource == "balance":
             return supplier.get_balance() if method == "GET" else _not_allowed("GET")
         return error(404, "not_found", "no such endpoint")
+
+    async def _dialect(self, supplier: Supplier, scope: Scope, rest: list[str],
+                       body: bytes) -> Reply:
+        """A supplier speaking a dialect of the field (:mod:`harness.simulator.dialects`)."""
+        dialect = supplier.profile.dialect
+        if supplier.rate_limited() is not None:
+            return rate_limited_reply(dialect)
+        path = "/" + "/".join(rest) if any(rest) else ""
+        headers = {name.lower(): value for name, value in scope["headers"]}
+        return await ADAPTERS[dialect].handle(supplier, scope["method"], path,
+                                              scope.get("query_string", b""), headers, body)
 
     def _issuer(self, scope: Scope, rest: list[str], body: bytes) -> Reply:
         issuer = self.sim.issuer

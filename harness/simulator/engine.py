@@ -34,7 +34,8 @@ from harness.simulator.profiles import Fleet, LogNormal, Product, SupplierProfil
 Headers = list[tuple[bytes, bytes]]
 Reply = tuple[int, bytes, Headers]
 
-CODE_KINDS = ("valid", "bad_pattern", "not_minted", "resold", "wrong_face_value", "expiring")
+CODE_KINDS = ("valid", "bad_pattern", "not_minted", "resold", "wrong_face_value", "expiring",
+              "duplicate")
 _NO_HEADERS: Headers = []
 _ORDER_FIELDS = frozenset({"client_order_id", "sku", "quantity"})
 
@@ -278,12 +279,16 @@ class Supplier:
         for that same request (nothing awaits in between)."""
         self.counters = Counters()
         self.money_kept = Decimal("0")
+        self.genuine: dict[str, list[Code]] = {}
+        """Genuine codes issued per sku, from which a ``duplicate`` code is drawn again."""
         self._tokens = float(profile.rate_limit.burst) if profile.rate_limit else 0.0
         self._tokens_at = time.monotonic()
         self._order_seq = 0
         self._refund_seq = 0
         self._products_json: bytes | None = None
         self._balance_json: bytes | None = None
+        self.dialect_state: dict[str, Any] = {}
+        """What a dialect adapter keeps about this supplier (e.g. trade numbers)."""
 
     # -- request gates ---------------------------------------------------------------
 
@@ -461,7 +466,7 @@ class Supplier:
         not_found = rng.random() < o.not_found_share
         shares = ((c.bad_pattern, "bad_pattern"), (c.not_minted, "not_minted"),
                   (c.resold, "resold"), (c.wrong_face_value, "wrong_face_value"),
-                  (c.expiring, "expiring"))
+                  (c.expiring, "expiring"), (c.duplicate, "duplicate"))
         kinds = []
         for _ in range(quantity):
             draw = rng.random()
@@ -529,6 +534,14 @@ class Supplier:
         product = order.product
         issuer = self.sim.issuer
         codes = self.profile.codes
+        if kind == "duplicate":
+            earlier = self.genuine.get(product.sku)
+            if earlier:  # the very same serial and pin, delivered again
+                old = earlier[rng.randrange(len(earlier))]
+                self.counters.codes_issued[kind] += 1
+                return Code(serial=old.serial, pin=old.pin, face_value=old.face_value,
+                            expires_at=old.expires_at, kind=kind)
+            kind = "valid"  # nothing to copy yet: the first code is genuine
         while True:
             digits = f"{rng.randrange(10**12):012d}"
             if kind == "bad_pattern":
@@ -550,7 +563,10 @@ class Supplier:
             issuer.codes[serial] = IssuedCode(pin=pin, face_value=face, status=status,
                                               expires_at=expires)
         self.counters.codes_issued[kind] += 1
-        return Code(serial=serial, pin=pin, face_value=face, expires_at=expires, kind=kind)
+        code = Code(serial=serial, pin=pin, face_value=face, expires_at=expires, kind=kind)
+        if kind == "valid":
+            self.genuine.setdefault(product.sku, []).append(code)
+        return code
 
     def visible(self, coid: str) -> Order | None:
         """The order as GET sees it: None if unknown or inside its not-found window."""
@@ -823,9 +839,17 @@ class Simulation:
                 ts = int(time.time() * 1000)
                 headers = {"content-type": "application/json", "x-timestamp": str(ts),
                            "x-signature": sign(owner.profile.secret, "POST", path, ts, body)}
+                sent = body
+                if owner.profile.dialect != "reference":  # the dialect's own callback
+                    from harness.simulator.dialects import ADAPTERS
+
+                    encoded = ADAPTERS[owner.profile.dialect].callback(owner, body)
+                    if encoded is None:
+                        break  # this dialect sends no callback for this event
+                    sent, headers = encoded
                 owner.counters.callbacks_sent += 1
                 try:
-                    status = await client.post(url, body, headers, cb.timeout_s)
+                    status = await client.post(url, sent, headers, cb.timeout_s)
                     ok = 200 <= status < 300
                 except (OSError, TimeoutError):
                     ok = False

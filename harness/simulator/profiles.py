@@ -148,6 +148,9 @@ class Codes(_Strict):
     resold: float = _rate()
     wrong_face_value: float = _rate()
     expiring: float = _rate()
+    duplicate: float = _rate()
+    """A genuine code of the same product delivered before, delivered again (same serial
+    and pin); the first code of a product is always genuine."""
     wrong_face_value_factor: Decimal = Field(default=Decimal("0.5"), gt=0)
     """A wrong-face-value code is really worth face_value × this (code and issuer agree)."""
     expiring_within_s: float = Field(default=3600.0, gt=0.0)
@@ -156,7 +159,7 @@ class Codes(_Strict):
     @model_validator(mode="after")
     def _shares(self) -> Codes:
         total = (self.bad_pattern + self.not_minted + self.resold + self.wrong_face_value
-                 + self.expiring)
+                 + self.expiring + self.duplicate)
         if total > 1.0 + 1e-9:
             raise ValueError(f"bad-code shares sum to {total:g}; they must not exceed 1")
         if self.wrong_face_value_factor == 1:
@@ -239,11 +242,22 @@ class SupplierProfile(_Strict):
     callbacks: Callbacks = Callbacks()
     rate_limit: RateLimit | None = None
     capacity: Capacity | None = None
+    dialect: Literal["reference", "gateway", "concat_md5", "sync_trade"] = "reference"
+    """The API it speaks at ``/suppliers/<name>``: the reference protocol, or a dialect of
+    the field through an adapter in front of the same engine (every fault still applies).
+    ``gateway`` encrypts codes with the secret, so its secret is 16, 24 or 32 characters."""
 
     @field_validator("balance")
     @classmethod
     def _two_places(cls, value: Decimal) -> Decimal:
         return _money(value, "balance")
+
+    @model_validator(mode="after")
+    def _aes_secret(self) -> SupplierProfile:
+        if self.dialect == "gateway" and len(self.secret.encode()) not in (16, 24, 32):
+            raise LocatedValueError("the gateway dialect encrypts codes with AES keyed by the "
+                                    "secret: give it 16, 24 or 32 characters", ("secret",))
+        return self
 
     @model_validator(mode="after")
     def _unique_skus(self) -> SupplierProfile:
