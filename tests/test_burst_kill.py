@@ -158,10 +158,23 @@ def _logged(events: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
     return planned, posted
 
 
-def reconcile(run: Run) -> None:
-    """Where ``trialbench resume`` will reconcile the killed run with its suppliers (the
-    lead wires :func:`harness.run.resume.resume_run` in here once it is committed; the
-    checks above it hold without it)."""
+def reconcile(run: Run, created: set[str]) -> None:
+    """``trialbench resume`` reconciles the killed burst with its suppliers: afterwards
+    every order the supplier created is one accepted row, no order is left unsettled,
+    nothing was placed, and the run counts as complete."""
+    from harness.results import load_runs
+
+    done = subprocess.run([sys.executable, "-m", "harness", "resume", str(run.run_dir),
+                           "--no-progress"], env=run.env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    orders = load_runs([run.run_dir]).orders
+    assert orders["client_order_id"].is_unique
+    accepted = set(orders.loc[orders["accepted_at"].notna(), "client_order_id"])
+    assert accepted == created
+    assert not (orders["state"] == "unknown").any(), orders["resolution"].value_counts()
+    resumed = _events(run.results, "events-resume-*.jsonl")
+    assert not [e for e in resumed if e["type"] == "order_attempt" and e["method"] == "POST"]
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["kill", "freeze"])
@@ -198,7 +211,7 @@ def test_losing_the_master_stops_workers_and_loses_no_order(
     assert sorted(e["worker"] for e in lost) == ["w0", "w1"]
     why = "the master process is gone" if how == signal.SIGKILL else "no word from the master"
     assert all(e["reason"].startswith(why) for e in lost), lost
-    reconcile(run)
+    reconcile(run, _created(kill_sim))
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["kill", "freeze"])
@@ -238,4 +251,4 @@ def test_losing_a_worker_fails_the_burst(kill_sim: SimulatorProcess, tmp_path: P
     w0 = _events(run.results, "events-w0.jsonl")
     assert any(e["type"] == "burst_worker_stopping" for e in w0)
     assert ended_after_s < 20
-    reconcile(run)
+    reconcile(run, _created(kill_sim))

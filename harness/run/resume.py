@@ -189,6 +189,9 @@ def resume_run(run_dir: Path, *, env: dict[str, str] | None = None,
         interrupted = False
     finally:
         folder.manifest.setdefault("resumes", []).append(time.time())
+        if not interrupted and folder.manifest.get("failed"):
+            # reconciled: the run is whole again; what happened to it stays on record
+            folder.manifest["failed_before_resume"] = folder.manifest.pop("failed")
         folder.close(interrupted=interrupted)
     if progress.mode == "trial":
         write_summary(folder.path, scenario)
