@@ -206,7 +206,7 @@ _COUNT_GATES: tuple[tuple[str, str, str, str], ...] = (
     ("duplicate_codes", "duplicate_codes", "codes_duplicate", "validity_n"),
     ("wrong_face_value_codes", "wrong_face_value_codes", "codes_wrong_face_value",
      "validity_n"),
-    ("phantom_refunds", "phantom_refunds", "refund_phantom", "refund_credit_n"),
+    ("phantom_refunds", "phantom_refunds", "refund_phantom", "refund_completion_k"),
     ("oversold_orders", "oversold_orders", "oversold_k", "oversold_n"),
 )
 
@@ -506,22 +506,30 @@ def orders_to_settle(ranking: Ranking, a: str, b: str | None = None
     ev_a = ranking.evidence[a]
     base = max(1, ev_a.orders if b is None else max(ev_a.orders, ranking.evidence[b].orders))
     seed = int.from_bytes(hashlib.sha256(f"{a}\x00{b}".encode()).digest()[:8], "big")
-    share = 0.0
-    for factor in _SETTLE_FACTORS:
-        orders = int(np.ceil(base * factor / 10) * 10)
+
+    def settled_share(orders: int) -> float:
         rng = np.random.default_rng([config.seed, seed, orders])
         sa = _rerun_scores(ev_a, a, orders, ranking.weights, anchors, rng)
         if b is None:
             lo, hi = np.percentile(sa, [2.5, 97.5], axis=1)
-            share = float(np.mean(hi - lo <= config.max_interval_width))
+            return float(np.mean(hi - lo <= config.max_interval_width))
+        sb = _rerun_scores(ranking.evidence[b], b, orders, ranking.weights, anchors, rng)
+        p = (sa > sb).mean(axis=1) + 0.5 * (sa == sb).mean(axis=1)
+        return float(np.mean((p >= config.beats_min_prob) | (p <= 1 - config.beats_min_prob)))
+
+    grid = [int(np.ceil(base * f / 10) * 10) for f in _SETTLE_FACTORS]
+    top = settled_share(grid[-1])
+    if top < config.settle_assurance:  # not even the most orders tried would settle it
+        return None, top
+    lo_i, hi_i, shares = -1, len(grid) - 1, {len(grid) - 1: top}
+    while hi_i - lo_i > 1:  # the share grows with the orders: bisect the grid
+        mid = (lo_i + hi_i) // 2
+        shares[mid] = settled_share(grid[mid])
+        if shares[mid] >= config.settle_assurance:
+            hi_i = mid
         else:
-            sb = _rerun_scores(ranking.evidence[b], b, orders, ranking.weights, anchors, rng)
-            p = (sa > sb).mean(axis=1) + 0.5 * (sa == sb).mean(axis=1)
-            share = float(np.mean((p >= config.beats_min_prob)
-                                  | (p <= 1 - config.beats_min_prob)))
-        if share >= config.settle_assurance:
-            return orders, share
-    return None, share
+            lo_i = mid
+    return grid[hi_i], shares[hi_i]
 
 
 SETTLE_COLUMNS: dict[str, str] = {
