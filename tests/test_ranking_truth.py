@@ -50,9 +50,10 @@ def truth(tmp_path_factory: pytest.TempPathFactory) -> RunAnalysis:
 
 
 def test_true_order_where_separable(truth: RunAnalysis) -> None:
-    """The tie groups are exactly {best, twin} > {mid} > {bad}."""
+    """The tie groups are exactly {best, twin} > {mid}, with bad gated below them."""
     groups = [sorted(group) for group in truth.ranking.groups]
-    assert groups == [["best", "twin"], ["mid"], ["bad"]]
+    assert groups == [["best", "twin"], ["mid"]]
+    assert truth.ranking.gated == ["bad"]
 
 
 def test_identical_suppliers_tie(truth: RunAnalysis) -> None:
@@ -71,11 +72,11 @@ def test_dominant_pair_beats_the_rest(truth: RunAnalysis) -> None:
 
 
 def test_bad_codes_are_gated(truth: RunAnalysis) -> None:
-    """bad is gated for its resold codes and low validity, and cannot be gold or silver."""
+    """bad is gated for its fake and resold codes and low validity: its tier is "gated"."""
     row = truth.ranking.table.set_index("supplier").loc["bad"]
     assert row["gated"]
     assert {"fake_codes", "resold_codes", "low_validity"} <= set(row["gate_reasons"].split("; "))
-    assert row["tier"] not in ("gold", "silver")
+    assert row["tier"] == "gated"
     assert not truth.ranking.table.set_index("supplier").loc[["best", "twin", "mid"],
                                                               "gated"].any()
 
