@@ -510,6 +510,8 @@ def dig(data: Any, path: str) -> Any:
 def _loads(body: bytes) -> Any:
     try:
         return json.loads(body, parse_float=Decimal)
+    except RecursionError as exc:
+        raise _Bad("answer nested too deeply") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         text = body[:200].lstrip().lower()
         if text.startswith((b"<!doctype", b"<html", b"<")):

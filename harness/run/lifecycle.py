@@ -536,7 +536,8 @@ class OrderLife:
                 self._accepted(response, result, "post")
                 return "accepted"
             self._error(result, "place", first_post=attempt == 1)
-            if 200 <= response.status < 300 or result.outcome_unknown \
+            # (a dialect's error answered with HTTP 200 carries the status it means)
+            if 200 <= result.status < 300 or result.outcome_unknown \
                     or result.kind == DUPLICATE_REQUEST:  # the id was taken: it may be ours
                 self.resolution = "unknown_outcome"
                 self.asking = True
@@ -652,7 +653,7 @@ class OrderLife:
                 self.resolution = "charged_codes_unobtainable"
                 return "unknown"
             if not (result.outcome_unknown or result.retryable
-                    or 200 <= response.status < 300):
+                    or 200 <= result.status < 300):
                 if replay == "original":
                     self.resolution = f"refused:{result.kind}"
                     return "failed"

@@ -39,9 +39,10 @@ from harness.simulator.engine import Order, Reply, Supplier, dumps
 _SHANGHAI = ZoneInfo("Asia/Shanghai")
 _JSON_TYPE = (b"content-type", b"application/json")
 _HTML_TYPE = (b"content-type", b"text/html; charset=utf-8")
-SYNC_HOLD_S = 20.0
+SYNC_HOLD_S = 2.0
 """Longest a synchronous trade waits for the engine to finish the order before it answers
-with the order still pending."""
+with the order still pending (``status`` 0): shorter than a client's request timeout, so
+a slow channel shows as a slow delivery, not as a lost answer."""
 
 
 def _local(epoch: float | None) -> str:
