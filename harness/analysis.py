@@ -204,7 +204,8 @@ def finding_text(finding: Mapping[str, Any]) -> str:
     count, n = int(finding["count"]), int(finding["n"])
     if kind == "hidden_fee":
         return (f"an undisclosed fee of {float(finding['share']):.2f} per order taken from the "
-                f"balance ({count} orders)")
+                f"balance ({count} orders)" + ("" if finding["gates"] else
+                                               ", which orders left unknown may explain"))
     if kind == "low_validity":
         k = n - count
         return _FINDING_WORDS[kind].format(valid=k, n=n, hi=jeffreys(k, n)[1],

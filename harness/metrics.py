@@ -95,6 +95,10 @@ METRICS_COLUMNS: dict[str, str] = {
     "refund_ok_k": "refunds completed, credited and in time",
     "refund_ok_n": "refunds requested",
     "hidden_fee_per_order": "hidden fees / orders charged, from the balance, currency units",
+    "hidden_fee_unexplained_per_order": "the part of hidden_fee_per_order that orders left "
+                                        "unknown (which may hold money) cannot explain: "
+                                        "(hidden fees - listed price × quantity of unknown "
+                                        "orders) / orders charged, at least 0",
     "sold_orders": "orders delivered and not refunded",
     "purchase_cost": "sum of amount over sold orders, currency units",
     "platform_fees": "platform_pct % of sale_revenue + fixed_per_order per sold order "
@@ -281,6 +285,18 @@ def _refunds(refunds: pd.DataFrame, deadline_s: float, balances: pd.DataFrame
     }
 
 
+def _unexplained_fee(rows: pd.DataFrame, sent: pd.DataFrame) -> float:
+    """Hidden fees per order charged beyond what unknown orders could have taken."""
+    charged = float(rows["orders_charged"].sum())
+    fees = rows["hidden_fees"].astype(float).dropna()
+    if not charged or not len(fees):
+        return float("nan")
+    unknown = sent[sent["state"] == "unknown"]
+    exposure = float((unknown["listed_price"].astype(float).fillna(0.0)
+                      * unknown["quantity"].astype(float)).sum())
+    return max(0.0, float(fees.sum()) - exposure) / charged
+
+
 def _hidden_fee_per_order(rows: pd.DataFrame) -> float:
     charged = float(rows["orders_charged"].sum())
     fees = rows["hidden_fees"].astype(float).dropna()
@@ -403,6 +419,8 @@ def supplier_metrics(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.Data
             **_refunds(refunds[refunds["supplier"] == name], refund_deadline_s,
                        suppliers[suppliers["supplier"] == name]),
             "hidden_fee_per_order": hidden,
+            "hidden_fee_unexplained_per_order": _unexplained_fee(
+                suppliers[suppliers["supplier"] == name], sent),
             **_cost(sent, fee, hidden),
             **_load(burst, min_percentile_orders),
         })

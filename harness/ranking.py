@@ -236,11 +236,13 @@ def gate_findings(row: pd.Series, config: RankingConfig) -> list[dict[str, objec
             add(kind, count, int(row[n_col]) or count, threshold,
                 bool(threshold) and count >= threshold)
     fee = float(row["hidden_fee_per_order"])
+    unexplained = float(row["hidden_fee_unexplained_per_order"])
     if np.isfinite(fee) and fee >= 0.005:
         charged = float(row["sold_orders"]) or 1.0
+        # orders left unknown may hold money: only what they cannot explain gates
         add("hidden_fee", charged, charged, gates.hidden_fee_per_order,
-            gates.hidden_fee_per_order > 0 and fee >= gates.hidden_fee_per_order - 1e-9,
-            share=fee)
+            gates.hidden_fee_per_order > 0 and np.isfinite(unexplained)
+            and unexplained >= gates.hidden_fee_per_order - 1e-9, share=fee)
     k, n = int(row["validity_k"]), int(row["validity_n"])
     if n and jeffreys(k, n)[1] < gates.validity_floor:
         add("low_validity", n - k, n, gates.validity_floor, True)

@@ -594,10 +594,11 @@ def load_runs(run_dirs: Iterable[Path], *, allow_partial: bool = False) -> RunTa
             and (run_dir / f"{name}.parquet").stat().st_mtime
             >= max((p.stat().st_mtime for p in run_dir.glob("events*.jsonl")), default=0)
             for name in SCHEMAS)
-        if fresh:
-            frames = {n: pd.read_parquet(run_dir / f"{n}.parquet") for n in SCHEMAS}
+        frames = {n: pd.read_parquet(run_dir / f"{n}.parquet") for n in SCHEMAS} if fresh \
+            else {}
+        if fresh and all(list(frames[n].columns) == list(SCHEMAS[n]) for n in SCHEMAS):
             part = RunTables(**frames, manifests=[load_manifest(run_dir)])
-        else:
+        else:  # interrupted, stale, or written by an older build: derive from the log
             part = build_tables(run_dir)
         part.manifests[0]["partial"] = not complete
         parts.append(part)

@@ -309,3 +309,18 @@ def test_dry_run_says_what_the_plan_detects_and_warns_past_the_cap(
     assert "a phantom-refund rate of 45.1% or more (5 refunds" in out
     assert "warning: the worst case 2000.00 exceeds the spending cap 1000" in out
     assert detectable_rate(20) == pytest.approx(1 - 0.05 ** (1 / 20))
+
+
+def test_a_fee_that_unknown_orders_explain_does_not_gate() -> None:
+    """A balance gap no larger than what orders left unknown may hold is reported, not
+    gated; the same gap with every order settled gates."""
+    orders = make_orders("murky", N, amount=9.7)
+    orders.loc[:9, ["state", "amount"]] = ["unknown", 0.0]  # 10 orders at 9.70 may be held
+    tables = _tables({"murky": (orders, make_codes("murky", {"valid": N}),
+                                make_refunds("murky", [("completed", True)] * 10))},
+                     make_suppliers("murky", 90.0, N))
+    found = _analysis(tables).ranking.findings.set_index("kind")
+    assert found.loc["hidden_fee", "share"] == pytest.approx(90.0 / N)
+    assert not found.loc["hidden_fee", "gates"]
+    settled = _tables({"murky": _clean("murky")}, make_suppliers("murky", 90.0, N))
+    assert _analysis(settled).ranking.findings.set_index("kind").loc["hidden_fee", "gates"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.analysis import RunAnalysis, analyse_runs, latest_run
+from harness.analysis import RunAnalysis, analyse_runs, headline, latest_run
 from harness.cli import main
 from harness.ranking import RANKING_COLUMNS
 from harness.report import figure_burst_timeline, figures, render_html
@@ -51,11 +51,16 @@ def test_demo_ends_with_ranking_and_report(demo: tuple[Path, str]) -> None:
 
 
 def test_demo_reaches_a_verdict(analysis: RunAnalysis) -> None:
-    """60 orders give tiers, not only "insufficient evidence", and shady is gated."""
+    """The demo's done-when: acme is gold and first; shady is gated for bad codes and feeder
+    for phantom refunds and its hidden fee, below every clean supplier."""
     table = analysis.ranking.table.set_index("supplier")
     assert (table["tier"] != "insufficient evidence").sum() >= 3
-    assert table.loc["shady", "gated"] and table.loc["shady", "tier"] not in ("gold", "silver")
-    assert table.loc["acme", "rank"] <= 3 and not table.loc["acme", "gated"]
+    assert table.loc["acme", "tier"] == "gold" and table.loc["acme", "rank"] == 1
+    shady = set(table.loc["shady", "gate_reasons"].split("; "))
+    assert {"fake_codes", "resold_codes"} <= shady and table.loc["shady", "tier"] == "gated"
+    feeder = set(table.loc["feeder", "gate_reasons"].split("; "))
+    assert {"phantom_refunds", "hidden_fee"} <= feeder and table.loc["feeder", "tier"] == "gated"
+    assert not table.loc["acme", "gated"] and not table.loc["slowpoke", "gated"]
 
 
 def test_report_is_self_contained(demo: tuple[Path, str]) -> None:
@@ -80,12 +85,16 @@ def test_report_states_verdict_first(demo: tuple[Path, str]) -> None:
 
 
 def test_report_names_gate_reasons(demo: tuple[Path, str]) -> None:
-    """shady's gate reasons (bad codes, validity under the floor) appear in the verdict."""
+    """Each gate appears in the verdict with its evidence: shady's bad codes and validity,
+    feeder's uncredited refunds and hidden fee measured from the balance."""
     text = (demo[0] / "report.html").read_text(encoding="utf-8")
     verdict = text[:text.index("<img")]
-    assert re.search(r"\d+ resold code", verdict)
-    assert "&lt; floor 0.95" in verdict
-    assert "hidden fee of 1.50 per order" in verdict  # feeder, measured from the balance
+    assert re.search(r"\d+ of \d+ codes already redeemed \(resold\)", verdict)
+    assert re.search(r"\d+ of \d+ codes unknown to the issuer \(fake\)", verdict)
+    assert "under the floor 0.95" in verdict
+    assert re.search(r"\d+ of \d+ refunds marked completed but never credited", verdict)
+    assert "undisclosed fee of 1.50 per order" in verdict
+    assert "Gated: shady (" in verdict and "Gated: feeder (" in verdict
 
 
 def test_report_says_what_evidence_cannot_tell(analysis: RunAnalysis) -> None:
@@ -99,10 +108,14 @@ def test_report_says_what_evidence_cannot_tell(analysis: RunAnalysis) -> None:
 
 def test_rank_command_writes_csv(demo: tuple[Path, str], tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """``trialbench rank RUN --out DIR`` prints the table and order and writes ranking.csv."""
+    """``trialbench rank RUN --out DIR`` prints the table, the order and the report's own
+    headline, and writes ranking.csv and findings.csv."""
     assert main(["rank", str(demo[0]), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "supplier ranking" in out and "order:" in out
+    report_headline = headline(analyse_runs([demo[0]]))
+    assert " ".join(report_headline.split()) in " ".join(out.split())
+    assert (tmp_path / "findings.csv").is_file()
     table = pd.read_csv(tmp_path / "ranking.csv")
     assert list(table.columns) == list(RANKING_COLUMNS)
     assert sorted(table["supplier"]) == ["acme", "feeder", "flaky", "shady", "slowpoke", "tiny"]
