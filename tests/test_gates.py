@@ -25,6 +25,7 @@ from harness.events import error_bucket, format_error_counts, parse_error_counts
 from harness.metrics import rate_intervals, supplier_metrics
 from harness.ranking import FINDINGS_COLUMNS, rank_suppliers
 from harness.ranking_config import GATED, INSUFFICIENT, RankingConfig
+from harness.report import render_html
 from harness.results import (
     REFUNDS_COLUMNS,
     SUPPLIERS_COLUMNS,
@@ -324,3 +325,21 @@ def test_a_fee_that_unknown_orders_explain_does_not_gate() -> None:
     assert not found.loc["hidden_fee", "gates"]
     settled = _tables({"murky": _clean("murky")}, make_suppliers("murky", 90.0, N))
     assert _analysis(settled).ranking.findings.set_index("kind").loc["hidden_fee", "gates"]
+
+
+def test_report_shows_load_behaviour_per_supplier() -> None:
+    """With burst rows the report's load table gives each supplier its acceptance under
+    load, oversold share and failed requests by class."""
+    burst = make_orders("busy", 300, mode="burst", amount=9.7, unaccepted=30)
+    burst["error_classes"] = ["503:1"] * 30 + ["-"] * 270
+    burst["supplier_errors"] = [1] * 30 + [0] * 270
+    burst.loc[:29, "supplier_order_id"] = ""  # never accepted: no supplier id
+    trial_orders = make_orders("busy", N, amount=9.7)
+    tables = _tables({"busy": (pd.concat([trial_orders, burst], ignore_index=True),
+                               make_codes("busy", {"valid": N}),
+                               make_refunds("busy", [("completed", True)] * 10))})
+    analysis = _analysis(tables)
+    html = render_html(analysis, figs={})
+    load = html[html.index("<table id=load>"):]
+    load = load[:load.index("</table>")]
+    assert "270/300 [0.86, 0.93]" in load and "0/270" in load and "503:30" in load

@@ -74,3 +74,15 @@ def test_fewer_orders_separate_less_often() -> None:
         late = {name: int(rng.binomial(half, 1 - rate)) for name, rate in RATES.items()}
         hits += float(_rank(late, half).beats.loc["a", "b"]) >= CONFIG.beats_min_prob
     assert hits / 20 < stated - 0.1
+
+
+def test_a_a_reruns_land_in_the_same_tier() -> None:
+    """Twenty reruns of one clean 60-order supplier, drawn from the same truth (59 in 60 on
+    time, every code valid, same price), land in one tier every time."""
+    rng = np.random.default_rng(11)
+    tiers = set()
+    for _ in range(20):
+        late = int(rng.binomial(60, 1 / 60))
+        ranking = _rank({"a": late}, 60)
+        tiers.add(str(ranking.table.loc[0, "tier"]))
+    assert tiers == {"gold"}
