@@ -1,8 +1,10 @@
 """The report: the ranking in the terminal, figures, and one self-contained ``report.html``.
 
 Built from a :class:`harness.analysis.RunAnalysis` (never Locust). The HTML puts the
-answer first (the order with its ties, tiers, gate reasons, one sentence per supplier,
-what the evidence cannot tell yet), then the figures, then the tables. Figures are
+answer first (the headline, the order with its ties and the gated suppliers, tiers, each
+gate with its evidence, one sentence per supplier, what the evidence cannot tell yet and
+how many orders would settle it, the gate findings, behaviour under load), then the
+figures, then the tables. Figures are
 matplotlib :class:`~matplotlib.figure.Figure` objects drawn without pyplot (so no GUI
 backend and no global state) and embedded as base64 PNG: the file needs nothing else.
 
