@@ -99,12 +99,64 @@ def _cmd_dialects(args: argparse.Namespace) -> int:
         dialect = load_dialect(Path(args.check))  # a DialectError names file:line: key
         print(f"{args.check}: dialect {dialect.name!r} ({dialect.title}) is valid")
         return DONE
+    if args.probe is not None:
+        return _probe_suppliers(Path(args.probe))
     for driver in installed_drivers():
         print(f"{driver.name:<12} {driver.title}")
         if driver.modelled_on:
             print(f"{'':<12} modelled on: {driver.modelled_on}")
         print(f"{'':<12} from: {driver.source}")
     return DONE
+
+
+def _probe_suppliers(scenario_path: Path) -> int:
+    """Sign and send only the read-only calls (catalog, balance) to every supplier of the
+    scenario and show what came back, parsed: a dialect checked before anything is bought."""
+    import asyncio
+
+    from harness.drivers.base import Credentials, Failure
+    from harness.drivers.reference import build_driver
+    from harness.run.async_transport import AsyncTransport
+    from harness.scenario import load_scenario
+
+    scenario = load_scenario(scenario_path)
+    timeout_s = scenario.trial.request_timeout_s if scenario.trial is not None else 10.0
+
+    async def probe() -> bool:
+        transport = AsyncTransport(timeout_s)
+        every_one_answered = True
+        try:
+            for supplier in scenario.suppliers:
+                driver = build_driver(supplier.driver, supplier.base_url, Credentials(
+                    supplier.credentials.api_key.get_secret_value(),
+                    supplier.credentials.secret.get_secret_value()))
+                print(f"{supplier.name} ({supplier.driver}) at {supplier.base_url}")
+                for what, request, parse in (("catalog", driver.catalog, driver.parse_catalog),
+                                             ("balance", driver.balance, driver.parse_balance)):
+                    response = await transport.send(request())
+                    try:
+                        parsed = parse(response)
+                    except Exception as exc:  # a supplier's answer is data, even here
+                        parsed = Failure("bad_response", response.status, str(exc)[:200])
+                    if isinstance(parsed, Failure):
+                        every_one_answered = False
+                        print(f"  {what}: FAILED {parsed.kind} (HTTP {response.status}) "
+                              f"{parsed.message[:160]}")
+                    elif isinstance(parsed, list):
+                        print(f"  {what}: {len(parsed)} products")
+                        for product in parsed[:20]:
+                            print(f"    {product.sku:<20} {product.kind:<6} face "
+                                  f"{product.face_value} price {product.price} stock "
+                                  f"{'undisclosed' if product.stock is None else product.stock}")
+                    else:
+                        print(f"  {what}: {parsed}")
+        finally:
+            await transport.aclose()
+        return every_one_answered
+
+    ok = asyncio.run(probe())
+    print("only read-only calls were sent (catalog, balance); nothing was bought")
+    return DONE if ok else FAILED
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -237,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="print the JSON Schema of a dialect file instead")
     dialects.add_argument("--check", default=None, metavar="FILE",
                           help="validate a dialect file (errors name the file, line and key)")
+    dialects.add_argument("--probe", default=None, metavar="SCENARIO",
+                          help="sign and send only read-only calls (catalog, balance) to every "
+                               "supplier of SCENARIO and show what came back, parsed; nothing "
+                               "is bought")
     dialects.set_defaults(func=_cmd_dialects)
 
     demo = sub.add_parser("demo", help="run the demo trial against the built-in simulator")

@@ -372,3 +372,37 @@ def test_dialect_model_is_frozen() -> None:
     with pytest.raises(Exception):  # noqa: B017 (pydantic's frozen-instance error)
         dialect.name = "x"  # type: ignore[misc]
     assert isinstance(dialect, Dialect)
+
+
+def test_resume_through_a_dialect_that_looks_up_only_by_trade_number() -> None:
+    """`trialbench resume` of an order sent before an interruption, in a new process (the
+    driver knows nothing of it): the same request id is re-sent once, and "already exists"
+    records it as charged, codes unobtainable; a dialect with look-up by id asks instead."""
+    for name, answers, expected in (
+            ("sync_trade", [("resolve", trade_error("The request ID already exists"))],
+             ("unknown", "charged_codes_unobtainable")),
+            ("sync_trade", [("resolve", trade_ok())], ("success", "reconciled"))):
+        d = driver(name)
+        log = Log()
+        now = [T0 + 60]
+        side = SupplierSide(name="s", driver=d, rules=RULES, log=log,
+                            budget=Budget(Decimal(1000)), retry=RetryBudget(0.4, 10),
+                            clock=lambda now=now: now[0],  # type: ignore[misc]
+                            mode="trial", worker="trial", rng=random.Random(1))
+        life = side.new_order("tb1a2b3c4d-s-0001", PRODUCT, T0)
+        steps = life.resume(T0, may_place=True, check_codes=False)
+        script = list(answers)
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, Send):
+                    assert step.request.method == "POST"
+                    purpose, response = script.pop(0)
+                    assert purpose == step.purpose
+                    step = steps.send(response)
+                else:
+                    now[0] = max(now[0], step.until)
+                    step = steps.send(None)
+        except StopIteration as stop:
+            state = stop.value
+        assert (state, final(log)["resolution"]) == expected

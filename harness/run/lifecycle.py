@@ -512,8 +512,9 @@ class OrderLife:
                 if not self.reserve():  # placing it now is a new purchase: the cap decides
                     return "skipped"
                 outcome = None  # the supplier proved it holds nothing: place it now
-            elif outcome == "unknown":
-                self.resolution = "unknown_after_resume"
+            elif outcome == "unknown" and (self.resolution is None
+                                           or self.resolution.startswith("unknown_outcome")):
+                self.resolution = "unknown_after_resume"  # (a dialect's own verdict stays)
         return (yield from self._live(check_codes=check_codes, outcome=outcome))
 
     def place(self) -> Steps[str]:
