@@ -31,6 +31,8 @@ from harness.results import (
     SUPPLIERS_COLUMNS,
     RunTables,
     build_tables,
+    burst_summary,
+    write_tables,
 )
 from harness.run.trial import detectable_rate, print_plan
 from harness.scenario import parse_scenario
@@ -267,7 +269,8 @@ def test_refund_latency_runs_from_the_logged_request(tmp_path: Path) -> None:
 
 def test_every_burst_error_class_is_in_the_timeline(tmp_path: Path) -> None:
     """402s and refused connections land in the timeline (err_balance, err_connect): the
-    timeline's error columns add up to every failed request the log holds."""
+    timeline's error columns and the burst summary count every failed request the log
+    holds, by the same classes."""
     key = {"supplier": "s", "client_order_id": "b1"}
     _write_log(tmp_path / "burst", [
         {"t": 100.0, "type": "burst_started", "t0": 100.0, "scheduled_per_second": {"s": [1]}},
@@ -281,10 +284,15 @@ def test_every_burst_error_class_is_in_the_timeline(tmp_path: Path) -> None:
         {"t": 100.3, "type": "order_error", **key, "kind": "x", "status": 99, "phase": "place"},
         {"t": 101.0, "type": "burst_finished"},
     ])
-    timeline = build_tables(tmp_path / "burst").timeline
+    tables = build_tables(tmp_path / "burst")
+    timeline = tables.timeline
     errors = timeline[[c for c in timeline.columns if c.startswith("err_")]].sum()
     assert errors.sum() == 3
     assert (errors["err_balance"], errors["err_connect"], errors["err_other"]) == (1, 1, 1)
+    write_tables(tmp_path / "burst", tables)
+    summary = burst_summary(tmp_path / "burst").set_index("supplier")
+    assert summary.loc["s", "errors"] == "connect:1 balance:1 other(x):1"  # the live view's too
+    assert summary.loc["s", "supplier errors"] == 3
 
 
 def test_rank_table_never_shows_a_tier_for_a_gated_supplier(
