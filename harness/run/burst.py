@@ -193,7 +193,9 @@ class Hub:
         self.t0 = math.inf
 
     def on_events(self, data: Mapping[str, Any]) -> None:
+        """A remote worker's lines: appended to its shard here as they come."""
         worker = str(data["worker"])
+        self.heard(worker)
         shard = self.shards.get(worker)
         if shard is None:
             shard = (self.folder.path / f"events-{worker}.jsonl").open(
