@@ -540,6 +540,19 @@ def burst_summary(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def burst_error_text(row: dict[str, Any]) -> str:
+    """The burst summary's errors cell for one :func:`burst_summary` row: every failed
+    request by class (as the live view prints :func:`harness.events.format_error_counts`),
+    then the orders accepted and then partly filled or failed, and the orders the cap
+    blocked; ``-`` if none."""
+    parts = [] if row["errors"] == "-" else [str(row["errors"])]
+    if row["partial/oversold"]:
+        parts.append(f"partial/oversold:{row['partial/oversold']}")
+    if row.get("blocked"):
+        parts.append(f"blocked:{row['blocked']}")
+    return " ".join(parts) or "-"
+
+
 def _error_totals(orders: pd.DataFrame) -> Counter[str]:
     """Failed requests by class over ``orders`` (its ``error_classes`` column)."""
     total: Counter[str] = Counter()

@@ -31,6 +31,7 @@ from harness.results import (
     SUPPLIERS_COLUMNS,
     RunTables,
     build_tables,
+    burst_error_text,
     burst_summary,
     write_tables,
 )
@@ -293,6 +294,8 @@ def test_every_burst_error_class_is_in_the_timeline(tmp_path: Path) -> None:
     summary = burst_summary(tmp_path / "burst").set_index("supplier")
     assert summary.loc["s", "errors"] == "connect:1 balance:1 other(x):1"  # the live view's too
     assert summary.loc["s", "supplier errors"] == 3
+    row = burst_summary(tmp_path / "burst").to_dict("records")[0]
+    assert burst_error_text(row) == "connect:1 balance:1 other(x):1"
 
 
 def test_rank_table_never_shows_a_tier_for_a_gated_supplier(
