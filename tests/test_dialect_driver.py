@@ -51,6 +51,13 @@ def ok(payload: Any, status: int = 200) -> HttpResponse:
     return HttpResponse(status, {}, json.dumps(payload).encode())
 
 
+def gateway_ok(result: Any, *, secret: str = GATEWAY_SECRET) -> HttpResponse:
+    """A gateway success answer, signed over its result string as the platform signs it."""
+    text = json.dumps(result)
+    return ok({"code": 0, "message": "ok", "result": text,
+               "sign": md5_hex("".join(sorted(text)) + secret)})
+
+
 def trade_ok(secret: str = "CARD-0001 1111", status: Any = None) -> HttpResponse:
     data: dict[str, Any] = {"tradeNo": "261126000000000001", "amount": 9.5, "secret": secret,
                             "stock": "199"}
@@ -162,9 +169,9 @@ def test_gateway_answers_decrypt_codes_and_map_states() -> None:
     """result is a JSON string; cards decrypt with the secret; untreated is submitted."""
     d = driver("gateway", key="app", secret=GATEWAY_SECRET)
     d.place_order(OrderRequest("o-1", "card-10", 1))
-    d.parse_catalog(ok({"code": 0, "result": json.dumps([
+    d.parse_catalog(gateway_ok([
         {"product_id": "card-10", "product_name": "C", "face_value": "10.00",
-         "purchase_price": "9.50", "stock_status": "low", "product_type": "卡密"}])}))
+         "purchase_price": "9.50", "stock_status": "low", "product_type": "卡密"}]))
     card = {"card_number": aes_ecb_encrypt("CARD-1", GATEWAY_SECRET),
             "card_pwd": aes_ecb_encrypt("PIN-1", GATEWAY_SECRET),
             "card_deadline": "2027-12-31 23:59:59", "card_type": 0}
@@ -172,16 +179,18 @@ def test_gateway_answers_decrypt_codes_and_map_states() -> None:
               "buy_num": 1, "order_price": "9.50", "order_state": "success",
               "create_time": "2027-01-15 15:59:59", "finish_time": "2027-01-15 16:00:00",
               "cards": [card]}
-    order = d.parse_order_for("o-1", ok({"code": 0, "message": "ok",
-                                         "result": json.dumps(result)}))
+    order = d.parse_order_for("o-1", gateway_ok(result))
     assert not isinstance(order, Failure)
     assert order.state is OrderState.SUCCESS and order.amount == Decimal("9.50")
     assert order.codes[0].serial == "CARD-1" and order.codes[0].pin == "PIN-1"
     assert order.codes[0].face_value == Decimal("10.00")
     assert order.updated_at.isoformat() == "2027-01-15T08:00:00+00:00"
     wrong_key = dict(result, cards=[dict(card, card_pwd=aes_ecb_encrypt("P", "x" * 32))])
-    bad = d.parse_order_for("o-1", ok({"code": 0, "result": json.dumps(wrong_key)}))
+    bad = d.parse_order_for("o-1", gateway_ok(wrong_key))
     assert isinstance(bad, Failure) and bad.kind == "bad_response"
+    # an answer whose sign does not cover its result (tampered, or another secret) is refused
+    forged = d.parse_order_for("o-1", gateway_ok(result, secret="y" * 32))
+    assert isinstance(forged, Failure) and "sign" in forged.message
 
 
 def test_sync_trade_codes_come_newline_joined_and_errors_by_message() -> None:
@@ -361,7 +370,7 @@ def test_duplicate_means_accepted_then_asked_by_client_id() -> None:
               "order_state": "failed", "create_time": "2027-01-15 15:59:59",
               "finish_time": "2027-01-15 16:00:00"}
     state, _log, sent = run(d, [("place", ok({"code": 2004, "message": "duplicate"})),
-                               ("resolve", ok({"code": 0, "result": json.dumps(result)}))])
+                               ("resolve", gateway_ok(result))])
     assert state == "failed" and [s.purpose for s in sent] == ["place", "resolve"]
     assert json.loads(sent[1].request.body)["method"] == "fulu.order.info.get"
 
@@ -406,3 +415,26 @@ def test_resume_through_a_dialect_that_looks_up_only_by_trade_number() -> None:
         except StopIteration as stop:
             state = stop.value
         assert (state, final(log)["resolution"]) == expected
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_forged_callbacks_are_answered_401_and_counted_in_every_dialect(name: str) -> None:
+    """Through the lifecycle's callback entry: a forgery (a wrong sign, or any callback to a
+    dialect that sends none) is answered 401, logged as forged and counted; a genuine Juhe
+    callback about a known order is taken (as news)."""
+    counted: list[str] = []
+    log = Log()
+    d = driver(name, key="APPKEY", secret=GATEWAY_SECRET)
+    side = SupplierSide(name="s", driver=d, rules=RULES, log=log, budget=Budget(Decimal(10)),
+                        retry=RetryBudget(0.4, 10), clock=lambda: T0, mode="trial",
+                        worker="trial", tally=lambda _s, key, _v: counted.append(key))
+    life = side.new_order("tb-cb-0001", PRODUCT, T0)
+    rid = d.request_id(life.client_order_id)
+    form = {"sporder_id": "J1", "orderid": rid, "sta": "1"}
+    forged = urlencode({**form, "sign": md5_hex("WRONG" + "J1" + rid)}).encode()
+    assert side.on_callback("POST", "/callbacks/s", {}, forged) == 401
+    assert counted == ["forged_callbacks"]
+    assert [e["verdict"] for e in log.events if e["type"] == "callback_received"] == ["forged"]
+    genuine = urlencode({**form, "sign": md5_hex("APPKEY" + "J1" + rid)}).encode()
+    assert side.on_callback("POST", "/callbacks/s", {}, genuine) == (
+        200 if name == "concat_md5" else 401)

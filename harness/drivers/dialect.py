@@ -68,7 +68,7 @@ from harness.drivers.base import (
     Refund,
     Result,
 )
-from harness.drivers.signers import DECRYPTORS, SIGNERS, DecryptError, SignInput
+from harness.drivers.signers import DECRYPTORS, SIGNERS, DecryptError, SignInput, md5_hex
 from harness.errors import ConfigError
 from harness.yamlfile import LocatedValueError, load_model
 
@@ -179,6 +179,18 @@ class Envelope(_Strict):
     """Path of the human message (errors told apart by message only look here)."""
     data_path: str = ""
     """Path of the data, e.g. ``result@json`` or ``data``."""
+    sign_path: str | None = None
+    """Path of the answer's own signature, if the supplier signs its answers."""
+    signed_path: str | None = None
+    """Path of the text that signature covers (as sent: a JSON string stays a string),
+    signed with the dialect's signer and secret; a success answer whose signature does not
+    match is a ``bad_response``."""
+
+    @model_validator(mode="after")
+    def _both(self) -> Self:
+        if (self.sign_path is None) != (self.signed_path is None):
+            raise ValueError("write both sign_path and signed_path, or neither")
+        return self
 
 
 class ErrorRule(_Strict):
@@ -733,10 +745,30 @@ class DialectDriver:
         flag = dig(answer, env.success_path)
         if flag is _MISSING or _text(flag) not in {str(v) for v in env.success_values}:
             return self._error(answer, response.status)
+        if env.sign_path is not None and env.signed_path is not None \
+                and not self._answer_signed(answer, env.sign_path, env.signed_path):
+            return Failure("bad_response", response.status, "the answer's sign does not match")
         data = dig(dig(answer, env.data_path), op.data)
         if data is _MISSING:
             return Failure("bad_response", response.status, "no data in a success answer")
         return data
+
+    def _answer_signed(self, answer: Any, sign_path: str, signed_path: str) -> bool:
+        """Whether the answer's own signature covers ``signed_path`` with the secret."""
+        given, text = dig(answer, sign_path), dig(answer, signed_path)
+        if not isinstance(given, str) or not isinstance(text, str):
+            return False
+        secret = self.credentials.secret
+        name = self.dialect.signer.name
+        if name == "md5_sorted_chars":
+            expected = md5_hex("".join(sorted(text)) + secret)
+        elif name == "md5_sorted_query":
+            expected = md5_hex(f"{text}&key={secret}")
+        elif name == "hmac_sha256":
+            expected = hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+        else:
+            expected = md5_hex(text + secret)
+        return hmac.compare_digest(expected, given.lower())
 
     def _error(self, answer: Any, status: int) -> Failure:
         env = self.dialect.envelope
