@@ -438,3 +438,23 @@ def test_forged_callbacks_are_answered_401_and_counted_in_every_dialect(name: st
     genuine = urlencode({**form, "sign": md5_hex("APPKEY" + "J1" + rid)}).encode()
     assert side.on_callback("POST", "/callbacks/s", {}, genuine) == (
         200 if name == "concat_md5" else 401)
+
+
+def test_a_dialect_with_oauth2_sends_the_cached_bearer_token() -> None:
+    """A dialect naming the OAuth2 authenticator: the token request goes to its token path
+    with the credentials as client id and secret; once accepted, every request carries
+    the bearer token until it nearly expires."""
+    from harness.drivers.dialect import Authenticator
+
+    dialect = load_dialect(SHIPPED["sync_trade"]).model_copy(update={
+        "authenticator": Authenticator(name="oauth2_client_credentials",
+                                       token_path="/oauth/token")})
+    d = DialectDriver(dialect, "http://127.0.0.1:9/s", Credentials("1000", "s3cret"),
+                      clock=lambda: T0)
+    auth = d.authenticator
+    assert auth is not None and auth.needs_token(T0)
+    assert auth.token_request().url == "http://127.0.0.1:9/s/oauth/token"
+    assert "Authorization" not in d.balance().headers
+    auth.accept(ok({"access_token": "tok", "expires_in": 3600}), now=T0)
+    assert d.balance().headers["Authorization"] == "Bearer tok"
+    assert not auth.needs_token(T0 + 3000) and auth.needs_token(T0 + 3580)

@@ -68,7 +68,14 @@ from harness.drivers.base import (
     Refund,
     Result,
 )
-from harness.drivers.signers import DECRYPTORS, SIGNERS, DecryptError, SignInput, md5_hex
+from harness.drivers.signers import (
+    DECRYPTORS,
+    SIGNERS,
+    DecryptError,
+    OAuth2ClientCredentials,
+    SignInput,
+    md5_hex,
+)
 from harness.errors import ConfigError
 from harness.yamlfile import LocatedValueError, load_model
 
@@ -595,6 +602,13 @@ class DialectDriver:
         if self.dialect.decryptor is not None:
             self._decrypt = DECRYPTORS[self.dialect.decryptor.name](
                 self.dialect.decryptor.encoding)
+        auth = self.dialect.authenticator
+        self.authenticator = None if auth is None else OAuth2ClientCredentials(
+            self.base_url + auth.token_path, self.credentials.api_key,
+            self.credentials.secret, scope=auth.scope)
+        """The OAuth2 token cache, when the dialect names an authenticator: an executor
+        sends :meth:`OAuth2ClientCredentials.token_request` while ``needs_token(now)`` and
+        gives the answer to ``accept``; every request then carries the bearer token."""
 
     # -- declarations the lifecycle reads
     @property
@@ -673,6 +687,8 @@ class DialectDriver:
         method = op.method or d.method
         url = self.base_url + op.path
         headers = dict(d.headers)
+        if self.authenticator is not None:
+            headers.update(self.authenticator.headers())
         body = b""
         if encoding == "query" or method == "GET":
             url += "?" + urlencode(params)
