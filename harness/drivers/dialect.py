@@ -975,6 +975,9 @@ class DialectDriver:
             updated = context.seen_at + timedelta(milliseconds=1)
         if context is not None and not from_callback:
             context.seen, context.seen_at = view, updated
+        elif context is not None:  # a later look-up that changed is newer than this news
+            context.seen_at = updated if context.seen_at is None \
+                else max(context.seen_at, updated)
         reason_raw = _ref(data, spec.failure_reason)
         return Order(client_order_id=cid, supplier_order_id=supplier_id, sku=sku,
                      quantity=quantity, state=state, unit_price=unit, amount=amount,

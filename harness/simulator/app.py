@@ -1,6 +1,8 @@
 """The simulator's raw ASGI application: routing by path split, no framework.
 
     /suppliers/<name>/v1/...   the reference protocol, one profile per supplier
+    /suppliers/<name>[/...]    or the supplier's dialect (profile ``dialect:``), through an
+                               adapter in front of the same engine (simulator/dialects.py)
     /issuer/v1/codes/...       the issuer (X-Api-Key only)
     /_sim/truth, /_sim/reset   ground truth and reset (no auth; never read while measuring)
 """
