@@ -117,3 +117,52 @@ def test_callbacks_arrive_only_where_the_dialect_has_them(dialect_run: dict[str,
     assert truth["gateway"]["callbacks"]["sent"] == truth["trade"]["callbacks"]["sent"] == 0
     for name in DIALECT_OF:  # every request was signed as its dialect wants
         assert truth[name]["unauthorized_401"] == 0
+
+
+@pytest.mark.slow
+def test_a_dialect_trial_killed_then_resumed_buys_nothing_twice(tmp_path: Path) -> None:
+    """SIGKILL mid-run, then `trialbench resume` in a new process (the drivers remember
+    nothing): every planned order ends with one final state, and each supplier holds at
+    most one order per planned id, in every dialect."""
+    import signal
+    import time
+
+    fleet = load_fleet(FLEET)
+    results = tmp_path / "results"
+    scenario = tmp_path / "dialects-small.yaml"
+    scenario.write_text(SCENARIO.read_text().replace("orders_per_supplier: 40",
+                                                     "orders_per_supplier: 12"))
+    with start_simulator(FLEET) as sim:
+        env = {**os.environ, **fleet_env(fleet, sim.url)}
+        proc = subprocess.Popen([sys.executable, "-m", "harness", "trial", str(scenario),
+                                 "--results", str(results), "--no-progress"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                logs = list(results.glob("*/events*.jsonl"))
+                if sum(p.read_text().count('"type":"order_final"') for p in logs) >= 16:
+                    break
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(timeout=10)
+        (run_dir,) = [p for p in results.iterdir() if (p / "manifest.json").is_file()]
+        done = subprocess.run([sys.executable, "-m", "harness", "resume", str(run_dir),
+                               "--no-progress"], env=env, capture_output=True, text=True,
+                              timeout=240, check=False)
+        truth = sim.truth()["suppliers"]
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = [json.loads(line) for shard in sorted(run_dir.glob("events*.jsonl"))
+              for line in shard.read_text().splitlines()]
+    dialects = {name: load_dialect(path) for name, path in shipped_dialects().items()}
+    for supplier, dialect in DIALECT_OF.items():
+        planned = {e["client_order_id"] for e in events if e["type"] == "order_planned"
+                   and e["supplier"] == supplier}
+        settled = {e["client_order_id"] for e in events if e["type"] == "order_final"
+                   and e["supplier"] == supplier and not e.get("interrupted")}
+        assert planned == settled, supplier
+        expected = planned if dialect == "reference" else {
+            fit_request_id(cid, dialects[dialect].request_id) for cid in planned}
+        held = truth[supplier]["client_order_ids"]
+        assert len(held) == len(set(held)) and set(held) <= expected, supplier
