@@ -209,8 +209,11 @@ def test_sync_trade_codes_come_newline_joined_and_errors_by_message() -> None:
     for message, (kind, status) in expected.items():
         failure = d.parse_order_for("o-3", trade_error(message))
         assert isinstance(failure, Failure) and (failure.kind, failure.status) == (kind, status)
-    # the look-up goes by the trade number learnt from the answer
-    assert dict(parse_qsl(d.get_order("o-3").body.decode()))["tradeNo"] == "261126000000000001"
+    # a trade still pending is looked up by the trade number learnt from its answer
+    d.place_order(OrderRequest("o-4", "card-10", 1))
+    pending = d.parse_order_for("o-4", trade_ok("", status=0))
+    assert not isinstance(pending, Failure) and pending.state is OrderState.PROCESSING
+    assert dict(parse_qsl(d.get_order("o-4").body.decode()))["tradeNo"] == "261126000000000001"
 
 
 HOSTILE = {

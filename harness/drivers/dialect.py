@@ -978,6 +978,11 @@ class DialectDriver:
         elif context is not None:  # a later look-up that changed is newer than this news
             context.seen_at = updated if context.seen_at is None \
                 else max(context.seen_at, updated)
+        if context is not None and state.is_final and not from_callback:
+            # a final view is the last the lifecycle asks for: forget the order, so a long
+            # burst does not keep every order it ever placed
+            self._orders.pop(cid, None)
+            self._by_request_id.pop(fit_request_id(cid, self.dialect.request_id), None)
         reason_raw = _ref(data, spec.failure_reason)
         return Order(client_order_id=cid, supplier_order_id=supplier_id, sku=sku,
                      quantity=quantity, state=state, unit_price=unit, amount=amount,
