@@ -461,3 +461,11 @@ def test_a_dialect_with_oauth2_sends_the_cached_bearer_token() -> None:
     auth.accept(ok({"access_token": "tok", "expires_in": 3600}), now=T0)
     assert d.balance().headers["Authorization"] == "Bearer tok"
     assert not auth.needs_token(T0 + 3000) and auth.needs_token(T0 + 3580)
+
+
+def test_the_shipped_dialect_schema_is_current() -> None:
+    """harness/drivers/dialects/dialect.schema.json is what `trialbench dialects --schema`
+    prints (regenerate it when the model changes)."""
+    shipped = Path(SHIPPED["gateway"]).parent / "dialect.schema.json"
+    assert shipped.read_text(encoding="utf-8") == dialect_json_schema(), \
+        "regenerate: trialbench dialects --schema > " + str(shipped)
