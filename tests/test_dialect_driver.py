@@ -469,3 +469,55 @@ def test_the_shipped_dialect_schema_is_current() -> None:
     shipped = Path(SHIPPED["gateway"]).parent / "dialect.schema.json"
     assert shipped.read_text(encoding="utf-8") == dialect_json_schema(), \
         "regenerate: trialbench dialects --schema > " + str(shipped)
+
+
+def _gateway_order(**changes: Any) -> dict[str, Any]:
+    return {"order_id": "F1", "customer_order_no": "o-1", "product_id": "card-10",
+            "buy_num": 1, "order_price": "9.50", "order_state": "processing",
+            "create_time": "2027-01-15 15:59:59", "finish_time": "", **changes}
+
+
+def _concat_order(**changes: Any) -> HttpResponse:
+    result = {"uorderid": "o-1", "sporder_id": "J1", "cardid": "card-10", "cardnum": "1",
+              "ordercash": "9.50", "game_state": "0", **changes}
+    return ok({"reason": "ok", "result": result, "error_code": 0})
+
+
+DIALECT_HOSTILE: dict[str, list[HttpResponse]] = {
+    "gateway": [
+        ok({"code": 0, "result": {"not": "a string"}, "sign": ""}),
+        gateway_ok(_gateway_order(order_price="NaN")),
+        gateway_ok(_gateway_order(order_price=-3)),
+        gateway_ok(_gateway_order(order_state="shipped")),
+        gateway_ok(_gateway_order(buy_num=True)),
+        gateway_ok(_gateway_order(create_time="yesterday")),
+        gateway_ok(_gateway_order(order_state="success", cards="CARD")),
+        gateway_ok(_gateway_order(order_state="success", cards=[{"card_number": 5}])),
+        gateway_ok(_gateway_order(customer_order_no="someone-else")),
+        HttpResponse(200, {}, b"<html><body>502 Bad Gateway</body></html>"),
+    ],
+    "concat_md5": [
+        _concat_order(ordercash="1e999"),
+        _concat_order(ordercash=None, game_state=None),
+        _concat_order(game_state="5"),
+        _concat_order(cardnum="101"),
+        _concat_order(game_state="1", cards=[{"cardno": "A", "cardpws": "1",
+                                               "expiretime": "2027-02-30 00:00:00"}]),
+        _concat_order(uorderid=["o-1"]),
+        ok({"reason": "ok", "result": [], "error_code": 0}),
+        HttpResponse(200, {}, b"\xff\xfe\x00"),
+    ],
+}
+
+
+@pytest.mark.parametrize(("dialect", "index"), [(d, i) for d, answers in
+                                                 DIALECT_HOSTILE.items()
+                                                 for i in range(len(answers))])
+def test_hostile_answers_in_each_dialects_own_envelope(dialect: str, index: int) -> None:
+    """Wrong types, NaN or negative or huge money, unknown states, bad times, codes that
+    are not a list, an answer about another order, HTML with 200: a bad_response (or
+    another Failure), never an exception and never an order."""
+    d = driver(dialect, key="app", secret=GATEWAY_SECRET)
+    d.place_order(OrderRequest("o-1", "card-10", 1))
+    result = d.parse_order_for("o-1", DIALECT_HOSTILE[dialect][index])
+    assert isinstance(result, Failure), result
