@@ -166,3 +166,41 @@ def test_a_dialect_trial_killed_then_resumed_buys_nothing_twice(tmp_path: Path) 
             fit_request_id(cid, dialects[dialect].request_id) for cid in planned}
         held = truth[supplier]["client_order_ids"]
         assert len(held) == len(set(held)) and set(held) <= expected, supplier
+
+
+def test_gateway_top_ups_go_to_their_own_method() -> None:
+    """A direct top-up (an order with an account) is sent to fulu.order.direct.add with
+    the account, served, and delivered with no codes; a card product there is refused."""
+    import time
+
+    import httpx
+
+    from harness.drivers.base import Credentials, Failure, HttpResponse, OrderRequest
+    from harness.drivers.reference import build_driver
+
+    profile = load_fleet(FLEET).suppliers["gateway"]
+    with start_simulator(FLEET) as sim, httpx.Client(timeout=10, trust_env=False) as http:
+        driver = build_driver("gateway", sim.supplier_url("gateway"),
+                              Credentials(profile.api_key, profile.secret))
+
+        def send(request: Any) -> HttpResponse:
+            answer = http.request(request.method, request.url, headers=dict(request.headers),
+                                  content=request.body)
+            return HttpResponse(answer.status_code, dict(answer.headers), answer.content)
+
+        placed = driver.place_order(OrderRequest("top-1", "mobile-30", 1, "13800000000"))
+        assert json.loads(placed.body)["method"] == "fulu.order.direct.add"
+        first = send(placed)
+        if first.status == 500:  # a planted lost answer: ask, as the lifecycle would
+            time.sleep(0.4)
+        deadline = time.monotonic() + 5
+        while True:
+            order = driver.parse_order_for("top-1", send(driver.get_order("top-1")))
+            if not isinstance(order, Failure) and order.state.is_final:
+                break
+            assert time.monotonic() < deadline, order
+            time.sleep(0.05)
+        assert order.codes == () and order.state.value in ("success", "failed")
+        wrong = driver.parse_order_for("card-1", send(driver.place_order(
+            OrderRequest("card-1", "mobile-30", 1))))
+        assert isinstance(wrong, Failure) and wrong.kind == "invalid_request"

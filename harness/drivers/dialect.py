@@ -154,6 +154,10 @@ class Operation(_Strict):
     params: dict[str, ParamValue] = {}
     """Parameters of this operation, after the dialect's ``common_params``."""
     sign_parts: tuple[str, ...] = ()
+    direct_params: dict[str, ParamValue] = {}
+    """For ``place_order``: parameters that replace ``params`` for a direct top-up (an
+    order with an account), e.g. another ``method`` (the gateway's
+    ``fulu.order.direct.add``)."""
     """For ``md5_concat``: the templates concatenated (``{secret}`` allowed)."""
     data: str = ""
     """Path from the envelope's data to this operation's data."""
@@ -402,7 +406,8 @@ class Dialect(_Strict):
     def _templates(self) -> Self:
         for op_name in Operations.model_fields:
             op: Operation = getattr(self.operations, op_name)
-            for key, value in {**self.common_params, **op.params}.items():
+            for key, value in {**self.common_params, **op.params,
+                               **op.direct_params}.items():
                 for var in _vars(value):
                     if var not in REQUEST_VARS:
                         raise LocatedValueError(
@@ -710,12 +715,12 @@ class DialectDriver:
         context = self._orders.get(order.client_order_id)
         if context is None:
             self._orders[order.client_order_id] = _Context(order)
-        extra = None
+        op = self.dialect.operations.place_order
+        extra: dict[str, ParamValue] = dict(op.direct_params) if order.account else {}
         callback = self.dialect.callback
         if callback is not None and order.callback_url:
-            extra = {callback.param: "{callback_url}"}
-        return self._request(self.dialect.operations.place_order, self._vars(order),
-                             read_only=False, extra=extra)
+            extra[callback.param] = "{callback_url}"
+        return self._request(op, self._vars(order), read_only=False, extra=extra)
 
     def get_order(self, client_order_id: str) -> HttpRequest:
         """Ask about an order: by the merchant's id, or by the supplier's number where the

@@ -168,7 +168,11 @@ class GatewayAdapter(Adapter):
         if operation == "fulu.user.info.get":
             return self._answer(supplier, {"name": supplier.name,
                                            "balance": format_money(supplier.balance)})
-        if operation == "fulu.order.card.add":
+        if operation in ("fulu.order.card.add", "fulu.order.direct.add"):
+            product = supplier.products.get(str(biz.get("product_id", "")))
+            if product is not None and (product.kind == "direct") != (
+                    operation == "fulu.order.direct.add"):
+                return self._error("invalid_request", f"{operation} is not for this product")
             rid = biz.get("customer_order_no")
             if not isinstance(rid, str):
                 return self._error("invalid_request", "customer_order_no is required")
