@@ -80,7 +80,7 @@ def test_probe_sends_only_read_only_calls_and_shows_them_parsed(tmp_path: Path) 
         assert f"{supplier} (" in done.stdout
         assert truth[supplier]["orders_created"] == 0
         assert truth[supplier]["unauthorized_401"] == 0
-    assert done.stdout.count("catalog: 2 products") == 4
+    assert done.stdout.count("catalog: 3 products") == 4
     assert done.stdout.count("balance: Balance(amount=Decimal('50000") == 4
     assert "nothing was bought" in done.stdout
 
