@@ -264,6 +264,7 @@ def test_concat_callbacks_are_verified_and_forgeries_refused() -> None:
     assert not isinstance(event, Failure)
     assert event.order.client_order_id == "tb-x-1"
     assert event.order.state is OrderState.PROCESSING  # news to look up, not a final view
+    assert not event.complete
     for forged in (urlencode({**form, "sign": md5_hex("WRONG" + "J1" + rid)}).encode(),
                    urlencode(form).encode(), b"\xff\xfe"):
         failure = d.verify_callback("POST", "/callbacks/concat", {}, forged)

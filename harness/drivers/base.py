@@ -199,6 +199,10 @@ class CallbackEvent:
 
     event: str
     order: Order
+    complete: bool = True
+    """False when the callback tells only that the order changed (its state, not its codes
+    or amount, as Juhe's do): the order is then news to look up, and ``order`` is never
+    final."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1084,7 +1084,7 @@ class DialectDriver:
             # the callback tells the state, not the codes or the amount: the order is news
             # to fetch, never a final view with no codes and nothing charged
             order = _replace_state(order, OrderState.PROCESSING)
-        return CallbackEvent("order.updated", order)
+        return CallbackEvent("order.updated", order, complete=False)
 
 
 def _replace_state(order: Order, state: OrderState) -> Order:
