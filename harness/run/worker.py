@@ -80,7 +80,7 @@ CODE_CHECKERS = 16
 """Code checks in flight at once, once placing is done."""
 CODE_CHECKERS_WHILE_PLACING = 2
 """Code checks in flight at once while placing, and only past :data:`CHECK_BACKLOG`."""
-CHECK_BACKLOG = 256
+CHECK_BACKLOG = 1024
 """Delivered orders whose codes may wait for the end of placing (bounds the memory)."""
 MASTER_PING_S = 0.25
 """The master sends ``tb_ping`` this often."""
