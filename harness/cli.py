@@ -218,6 +218,12 @@ def _name_partial_runs(manifests: Sequence[dict[str, object]]) -> None:
 def _cmd_burst(args: argparse.Namespace) -> int:
     import os
 
+    if args.dry_run:  # arithmetic on the scenario: no Locust, nothing sent
+        from harness.run.schedule import print_burst_plan
+        from harness.scenario import load_scenario
+
+        print_burst_plan(load_scenario(Path(args.scenario)))
+        return DONE
     from harness.run.burst import run_burst, terminal  # imports Locust (gevent patches)
 
     options = {"results_root": Path(args.results), "workers": args.workers,
@@ -358,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     burst.add_argument("--seed", type=int, default=None,
                        help="simulator seed with --simulate (default: the fleet's)")
     burst.add_argument("--no-live", action="store_true", help="no live terminal view")
+    burst.add_argument("--dry-run", action="store_true",
+                       help="print the schedule and its worst-case cost; send nothing")
     burst.set_defaults(func=_cmd_burst)
 
     worker = sub.add_parser("worker", help="join a burst's Locust master as a worker "

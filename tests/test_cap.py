@@ -15,8 +15,8 @@ import pytest
 
 from harness.demo import DEMO_FLEET, fleet_env
 from harness.results import load_runs
-from harness.run.budget import Budget
-from harness.run.trial import fair_share, run_trial
+from harness.run.budget import Budget, Budgets, fair_share
+from harness.run.trial import run_trial
 from harness.simulator.process import SimulatorProcess, start_simulator
 from harness.simulator.profiles import load_fleet
 
@@ -102,6 +102,17 @@ def test_fair_share_rounds_down_to_the_cent() -> None:
     """Each supplier's share of the cap is equal and their sum never passes the cap."""
     assert fair_share(Decimal("100.00"), 3) == Decimal("33.33")
     assert fair_share(Decimal("100.00"), 1) == Decimal("100.00")
+
+
+def test_burst_shares_follow_each_suppliers_scheduled_worst_case() -> None:
+    """A worker's part of the cap is split by what it will place at each supplier, in
+    cents rounded down, so the parts never sum past it and none can take another's."""
+    budgets = Budgets(Decimal("100.00"), ["a", "b", "c"],
+                      {"a": Decimal("300"), "b": Decimal("100"), "c": Decimal(0)})
+    assert {n: b.cap for n, b in budgets.parts.items()} == {
+        "a": Decimal("75.00"), "b": Decimal("25.00"), "c": Decimal("0.00")}
+    assert Budgets(Decimal("10.00"), ["a", "b", "c"]).cap == Decimal("9.99")
+    assert budgets.of("a").reserve(Decimal("75.01")) is None
 
 
 @pytest.mark.parametrize(("cap", "orders"), [("190.50", 3), ("190.49", 2)])

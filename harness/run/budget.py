@@ -98,6 +98,45 @@ class Budget:
             self._charged_at_reading = self.charged
 
 
+def fair_share(cap: Decimal, suppliers: int) -> Decimal:
+    """Each supplier's equal part of the spending cap (cents, rounded down)."""
+    return (cap / max(1, suppliers)).quantize(Decimal("0.01"), rounding="ROUND_DOWN")
+
+
+class Budgets:
+    """A cap shared fairly among suppliers: each gets its own :class:`Budget`, so a fast
+    supplier cannot use up a slow one's money and skew the comparison. Shares are equal
+    or, with ``weights`` (e.g. each supplier's scheduled worst case in a burst),
+    proportional to them; cents rounded down, so the parts never sum past the cap."""
+
+    def __init__(self, cap: Decimal, names: list[str],
+                 weights: dict[str, Decimal] | None = None) -> None:
+        total = sum((weights or {}).get(n, Decimal(0)) for n in names)
+        self.parts: dict[str, Budget] = {}
+        for name in names:
+            if weights and total > 0:
+                share = (cap * weights.get(name, Decimal(0)) / total).quantize(
+                    Decimal("0.01"), rounding="ROUND_DOWN")
+            else:
+                share = fair_share(cap, len(names))
+            self.parts[name] = Budget(share)
+
+    def of(self, name: str) -> Budget:
+        return self.parts[name]
+
+    @property
+    def cap(self) -> Decimal:
+        return sum((b.cap for b in self.parts.values()), Decimal(0))
+
+    @property
+    def committed(self) -> Decimal:
+        return sum((b.committed for b in self.parts.values()), Decimal(0))
+
+    @property
+    def fees(self) -> Decimal:
+        return sum((b.fees for b in self.parts.values()), Decimal(0))
+
+
 class RetryBudget:
     """Per supplier: extra requests allowed = ``reserve`` + ``ratio`` × first attempts."""
 

@@ -69,9 +69,11 @@ from rich.text import Text
 
 from harness.codes import load_code_key
 from harness.errors import HarnessError, SafetyError, ScenarioError
+from harness.events import format_error_counts
 from harness.processes import stop_process
+from harness.results import burst_error_text
 from harness.run.budget import Budget
-from harness.run.gevent_transport import drive
+from harness.run.gevent_transport import drive, harden
 from harness.run.lifecycle import order_prefix
 from harness.run.schedule import (
     Schedule,
@@ -308,7 +310,7 @@ class Hub:
             sent_w, _, lat_w = self._window(live, window)
             p95 = percentile(lat_w if lat_w.count else live.acceptance, 95)
             p95d = percentile(live.delivery, 95)
-            errors = " ".join(f"{k}:{v}" for k, v in sorted(live.errors.items()) if v) or "-"
+            errors = format_error_counts(live.errors)
             table.add_row(
                 name, f"{live.sent}/{due[name]}",
                 f"{sent_w / window:.0f}/{(due[name] - due_before[name]) / window:.0f}",
@@ -335,11 +337,11 @@ class BalanceReader:
         self.sides = supplier_sides(scenario, plan, log=folder.log, budget=Budget(Decimal(0)),
                                     worker="master")
         self.active = {a.supplier for a in schedule.arrivals}
-        self.session = FastHttpSession(base_url=None, request_event=EventHook(),  # type: ignore[no-untyped-call]
-                                       user=None,
-                                       network_timeout=plan.request_timeout_s,
-                                       connection_timeout=plan.request_timeout_s,
-                                       max_retries=0, concurrency=len(self.sides))
+        self.session = harden(FastHttpSession(
+            base_url=None, request_event=EventHook(),  # type: ignore[no-untyped-call]
+            user=None, network_timeout=plan.request_timeout_s,
+            connection_timeout=plan.request_timeout_s, max_retries=0,
+            concurrency=len(self.sides)), max_body_bytes=plan.max_body_bytes)
 
     def read(self, phase: str) -> None:
         jobs = [gevent.spawn(drive, self.session, side.read_balance(phase), label=name)
@@ -662,8 +664,7 @@ def print_summary(run_dir: Path, console: Console) -> None:
                   "p50/p95/p99 acc ms", "p95 dlv ms", "req/ord", "bad codes", "fee"):
         table.add_column(title, justify="left" if title in ("supplier", "errors") else "right")
     for row in frame.to_dict("records"):
-        errors = " ".join(f"{k}:{row[k]}" for k in ("429", "503", "5xx", "timeout", "oos",
-                                                     "partial/oversold") if row[k]) or "-"
+        errors = burst_error_text(row)
         table.add_row(
             str(row["supplier"]), f"{row['sent']}/{row['scheduled']}",
             f"{row['sent/s']:.1f}/{row['sched/s']:.1f}", str(row["slipped"]),

@@ -28,7 +28,7 @@ from harness.drivers.reference import ReferenceIssuer, build_driver
 from harness.events import EventLog
 from harness.progress import TrialProgress
 from harness.run.async_transport import AsyncTransport, drive
-from harness.run.budget import Budget, RetryBudget
+from harness.run.budget import Budget, RetryBudget, fair_share
 from harness.run.callbacks import CallbackReceiver, RawCallback
 from harness.run.lifecycle import (
     OrderLife,
@@ -223,6 +223,9 @@ class TrialRun:
                     left -= 1
 
     async def after_sales(self, side: SupplierSide) -> None:
+        if not getattr(side.driver, "supports_refunds", True):
+            self.log.write("refunds_unsupported", supplier=side.name)  # the dialect has none
+            return
         plan = self.plan.after_sales
         past = self.past
         resumed: list[RefundLife] = []
@@ -311,12 +314,6 @@ async def run_trial_async(scenario: Scenario, folder: RunFolder, *,
         await TrialRun(scenario, folder, transport, progress, past).run()
     finally:
         await transport.aclose()
-
-
-def fair_share(cap: Decimal, suppliers: int) -> Decimal:
-    """Each supplier's part of the spending cap (cents, rounded down): a fast supplier
-    cannot use up a slow one's budget and skew the comparison."""
-    return (cap / max(1, suppliers)).quantize(Decimal("0.01"), rounding="ROUND_DOWN")
 
 
 def worst_case_cost(scenario: Scenario, *, clamp: bool = True) -> Decimal:

@@ -65,9 +65,10 @@ from harness.codes import DuplicateIndex, load_code_key
 from harness.drivers.base import Credentials
 from harness.drivers.reference import ReferenceIssuer, build_driver
 from harness.events import format_event
-from harness.run.budget import Budget, RetryBudget
+from harness.run.async_transport import MAX_BODY_BYTES
+from harness.run.budget import Budget, Budgets, RetryBudget, fair_share
 from harness.run.callbacks import GeventCallbackReceiver, RawCallback
-from harness.run.gevent_transport import drive, quick_ack, send_request
+from harness.run.gevent_transport import drive, harden, quick_ack, send_request
 from harness.run.lifecycle import OrderLife, Rules, Send, SupplierSide, callback_supplier
 from harness.run.schedule import Arrival, build_schedule
 from harness.runfolder import earlier_code_hashes
@@ -204,7 +205,7 @@ class SupplierBurst:
         self.live.tally(key, value)
 
 
-def supplier_sides(scenario: Scenario, plan: BurstPlan, *, log: Any, budget: Budget,
+def supplier_sides(scenario: Scenario, plan: BurstPlan, *, log: Any, budget: Budget | Budgets,
                    worker: str, code_key: bytes = b"",
                    duplicates: DuplicateIndex | None = None) -> dict[str, SupplierSide]:
     """A lifecycle side per supplier of a burst (workers for orders, the master for
@@ -219,7 +220,8 @@ def supplier_sides(scenario: Scenario, plan: BurstPlan, *, log: Any, budget: Bud
         name=config.name, driver=build_driver(config.driver, config.base_url, Credentials(
             config.credentials.api_key.get_secret_value(),
             config.credentials.secret.get_secret_value())),
-        rules=rules, log=log, budget=budget,
+        rules=rules, log=log,
+        budget=budget.of(config.name) if isinstance(budget, Budgets) else budget,
         retry=RetryBudget(plan.retries.ratio, plan.retries.reserve),
         clock=time.time, mode="burst", worker=worker, issuer=issuer, code_key=code_key,
         duplicates=shared, rng=random.Random(f"{scenario.seed}:{config.name}:{worker}"))
@@ -257,7 +259,7 @@ class BurstWorker:
         self.t0 = 0.0
         self.plan: BurstPlan | None = None
         self.scenario: Scenario | None = None
-        self.budget = Budget(Decimal(0))
+        self.budget: Budget | Budgets = Budget(Decimal(0))
         self.session: FastHttpSession | None = None
         self.receiver: GeventCallbackReceiver | None = None
         self._loops: list[gevent.Greenlet] = []
@@ -280,14 +282,19 @@ class BurstWorker:
         direct = _is_run_folder(run_dir, run_id)
         self.log.open((run_dir if direct else self.local_root / run_id)
                       / f"events-{self.id}.jsonl", forward=not direct)
-        self.budget = Budget((plan.spending_cap / count).quantize(Decimal("0.01")))
+        share = build_schedule(scenario).share(index, count)
+        names = [s.name for s in scenario.suppliers]
+        weights = {name: Decimal(0) for name in names}
+        for arrival in share:  # each supplier's part: what this worker will place there
+            weights[arrival.supplier] += \
+                scenario.supplier(arrival.supplier).product(arrival.sku).face_value
+        self.budget = Budgets(fair_share(plan.spending_cap, count), names, weights)
         root = Path(data["results_root"]) if data.get("results_root") else None
         code_key = load_code_key(root) if root is not None and root.is_dir() else \
             os.environ.get("TRIALBENCH_CODE_KEY", "").encode() or os.urandom(32)
         duplicates = DuplicateIndex(earlier_code_hashes(root) if root is not None else ())
         sides = supplier_sides(scenario, plan, log=self.log, budget=self.budget,
                                worker=self.id, code_key=code_key, duplicates=duplicates)
-        share = build_schedule(scenario).share(index, count)
         for config in scenario.suppliers:
             burst = SupplierBurst(sides[config.name], config,
                                   (a for a in share if a.supplier == config.name))
@@ -295,10 +302,12 @@ class BurstWorker:
             self.suppliers[config.name] = burst
         OrderUser.network_timeout = plan.request_timeout_s
         OrderUser.connection_timeout = plan.request_timeout_s
-        self.session = quick_ack(FastHttpSession(
+        OrderUser.max_body_bytes = plan.max_body_bytes
+        self.session = harden(quick_ack(FastHttpSession(
             base_url=None, request_event=self.environment.events.request, user=None,
             network_timeout=plan.request_timeout_s, connection_timeout=plan.request_timeout_s,
-            max_retries=0, concurrency=FOLLOW_POOL_CONNECTIONS))
+            max_retries=0, concurrency=FOLLOW_POOL_CONNECTIONS)),
+            max_body_bytes=plan.max_body_bytes)
         if plan.delivery in ("callback", "both"):
             self.receiver = GeventCallbackReceiver(self.on_callback, on_reject=self._rejected)
             base = self.receiver.start()
@@ -314,11 +323,16 @@ class BurstWorker:
         gevent.spawn(self._read_catalogs)
 
     def _read_catalogs(self) -> None:
-        assert self.session is not None
-        for burst in self.suppliers.values():
-            if burst.total:
-                drive(self.session, burst.side.read_catalog(), label=burst.name)
-        self.ready.set()
+        """Every supplier's catalog at once (a silent one does not delay the others); the
+        orders start when all have answered or given up, whatever happened."""
+        session = self.session
+        assert session is not None
+        try:
+            gevent.joinall([gevent.spawn(drive, session, burst.side.read_catalog(),
+                                         label=burst.name)
+                            for burst in self.suppliers.values() if burst.total])
+        finally:
+            self.ready.set()
 
     def on_callback(self, raw: RawCallback) -> int:
         name = callback_supplier(raw.path)
@@ -600,10 +614,11 @@ class OrderUser(FastHttpUser):
     host = "http://127.0.0.1"
     max_retries = 0
     concurrency = 1
+    max_body_bytes = MAX_BODY_BYTES
 
     def on_start(self) -> None:
         self.supplier: SupplierBurst | None = None
-        quick_ack(self.client)
+        harden(quick_ack(self.client), max_body_bytes=self.max_body_bytes)
 
     @task
     def next_order(self) -> None:
