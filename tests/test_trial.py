@@ -50,11 +50,22 @@ class DemoTrial:
 
 @pytest.fixture(scope="module")
 def demo_trial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoTrial]:
-    """The demo scenario's trial against the demo fleet, with a fixed simulator seed."""
+    """The demo scenario's trial against the demo fleet, with a fixed simulator seed,
+    shortened (24 orders a supplier, a 4 s SLA) so the suite stays quick; every planted
+    fault is still there to find (``make demo`` runs the full one)."""
     results = tmp_path_factory.mktemp("results")
     fleet = load_fleet(DEMO_FLEET)
+    text = DEMO_SCENARIO.read_text(encoding="utf-8")
+    for old, new in (("orders_per_supplier: 60", "orders_per_supplier: 24"),
+                     ("deadline_s: 10 ", "deadline_s: 4 "),
+                     ("refund_unused: 8", "refund_unused: 4"),
+                     ("refund_follow_s: 15", "refund_follow_s: 8")):
+        assert old in text, old
+        text = text.replace(old, new)
+    scenario = tmp_path_factory.mktemp("scenario") / "demo-short.yaml"
+    scenario.write_text(text, encoding="utf-8")
     with start_simulator(DEMO_FLEET, seed=SEED) as sim:
-        done = run_cli(["trial", str(DEMO_SCENARIO), "--results", str(results),
+        done = run_cli(["trial", str(scenario), "--results", str(results),
                         "--no-progress"], fleet_env(fleet, sim.url))
         assert done.returncode == 0, done.stderr
         truth = sim.truth()
