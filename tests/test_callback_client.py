@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from harness.drivers.base import Credentials
 from harness.run.callbacks import CallbackReceiver, RawCallback
 from harness.simulator.callback_client import CallbackClient
 
@@ -123,6 +124,33 @@ def test_receiver_reads_chunked_bodies_and_caps_their_size() -> None:
     assert asyncio.run(main()) == (200, 413)
     assert seen == [b'{"a": 1}']
     assert rejected == ["too_large"]
+
+
+def test_receiver_answers_a_dialects_acknowledgement_body() -> None:
+    """A supplier whose dialect wants a body to acknowledge a callback (Juhe's
+    ``success``) gets it with the 200; the reference protocol's empty 200 is unchanged,
+    and a refused callback gets no acknowledgement."""
+    import httpx
+
+    from harness.drivers.reference import build_driver
+    from harness.run.callbacks import acknowledged
+
+    class Side:
+        def __init__(self, driver: object) -> None:
+            self.driver = driver
+
+    juhe = Side(build_driver("concat_md5", "http://127.0.0.1:9/juhe", Credentials("k", "s")))
+    reference = Side(build_driver("reference", "http://127.0.0.1:9/r", Credentials("k", "s")))
+    assert acknowledged(juhe, 200) == (200, b"success")
+    assert acknowledged(juhe, 401) == 401 and acknowledged(reference, 200) == 200
+
+    async def main() -> tuple[int, bytes]:
+        receiver = CallbackReceiver(lambda raw: acknowledged(juhe, 200))
+        async with receiver, httpx.AsyncClient(trust_env=False) as client:
+            answer = await client.post(f"{receiver.url}/callbacks/x", content=b"a=1")
+            return answer.status_code, answer.content
+
+    assert asyncio.run(main()) == (200, b"success")
 
 
 HEAD = b"POST /callbacks/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n"

@@ -43,7 +43,9 @@ class RawCallback:
     body: bytes
 
 
-Handler = Callable[[RawCallback], int]
+Handler = Callable[[RawCallback], "int | tuple[int, bytes]"]
+"""A callback's handler: the status to answer, or the status and a body (a dialect's
+acknowledgement, e.g. ``success``)."""
 Reject = Callable[[str, str], None]
 """``on_reject(reason, path)``: a request the receiver refused before the handler."""
 
@@ -110,7 +112,9 @@ class CallbackConnection:
                     self._on_reject("too_large", self._path())
                     out += self._answer(413, close=True)
             elif isinstance(event, h11.EndOfMessage):
-                out += self._answer(self._dispatch())
+                answer = self._dispatch()
+                status, body = answer if isinstance(answer, tuple) else (answer, b"")
+                out += self._answer(status, body=body)
                 self.served += 1
             elif isinstance(event, h11.ConnectionClosed):
                 self.closed = True
@@ -121,7 +125,7 @@ class CallbackConnection:
     def _path(self) -> str:
         return self._request.target.decode("latin-1") if self._request is not None else ""
 
-    def _dispatch(self) -> int:
+    def _dispatch(self) -> int | tuple[int, bytes]:
         request = self._request
         assert request is not None
         method = request.method.decode("latin-1")
@@ -136,12 +140,16 @@ class CallbackConnection:
             self._on_reject("handler_error", self._path())
             return 400
 
-    def _answer(self, status: int, *, close: bool = False) -> bytes:
-        headers = [("content-length", "0")]
+    def _answer(self, status: int, *, close: bool = False, body: bytes = b"") -> bytes:
+        headers = [("content-length", str(len(body)))]
+        if body:
+            headers.append(("content-type", "text/plain"))
         if close:
             headers.append(("connection", "close"))
         try:
             data = self._h11.send(h11.Response(status_code=status, headers=headers)) or b""
+            if body:
+                data += self._h11.send(h11.Data(data=body)) or b""
             data += self._h11.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:
             data = b""
@@ -301,3 +309,10 @@ class _RequestClock:
 
 
 __all__ = ["CallbackConnection", "CallbackReceiver", "GeventCallbackReceiver", "RawCallback"]
+
+
+def acknowledged(side: Any, status: int) -> int | tuple[int, bytes]:
+    """``status``, with the body a supplier's dialect wants as its acknowledgement of an
+    accepted callback (e.g. Juhe's ``success``), if it names one."""
+    ack = getattr(side.driver, "callback_ack", b"") if status == 200 else b""
+    return (status, ack) if ack else status

@@ -29,7 +29,7 @@ from harness.events import EventLog
 from harness.progress import TrialProgress
 from harness.run.async_transport import AsyncTransport, drive
 from harness.run.budget import Budget, RetryBudget, fair_share
-from harness.run.callbacks import CallbackReceiver, RawCallback
+from harness.run.callbacks import CallbackReceiver, RawCallback, acknowledged
 from harness.run.lifecycle import (
     OrderLife,
     RefundLife,
@@ -108,14 +108,14 @@ class TrialRun:
         skus = rng.choices(list(weights), list(weights.values()), k=self.plan.orders_per_supplier)
         return [supplier.product(sku) for sku in skus]
 
-    def on_callback(self, raw: RawCallback) -> int:
+    def on_callback(self, raw: RawCallback) -> int | tuple[int, bytes]:
         name = callback_supplier(raw.path)
         side = self.sides.get(name) if name is not None else None
         if side is None:
             self.log.write("callback_received", supplier="", client_order_id="",
                            verdict="unknown_supplier", path=raw.path[:100])
             return 404
-        return side.on_callback(raw.method, raw.path, raw.headers, raw.body)
+        return acknowledged(side, side.on_callback(raw.method, raw.path, raw.headers, raw.body))
 
     def _rejected(self, reason: str, path: str) -> None:
         self.log.write("callback_received", supplier="", client_order_id="",

@@ -67,7 +67,7 @@ from harness.drivers.reference import ReferenceIssuer, build_driver
 from harness.events import format_event
 from harness.run.async_transport import MAX_BODY_BYTES
 from harness.run.budget import Budget, Budgets, RetryBudget, fair_share
-from harness.run.callbacks import GeventCallbackReceiver, RawCallback
+from harness.run.callbacks import GeventCallbackReceiver, RawCallback, acknowledged
 from harness.run.gevent_transport import drive, harden, quick_ack, send_request
 from harness.run.lifecycle import OrderLife, Rules, Send, SupplierSide, callback_supplier
 from harness.run.schedule import Arrival, build_schedule
@@ -334,14 +334,15 @@ class BurstWorker:
         finally:
             self.ready.set()
 
-    def on_callback(self, raw: RawCallback) -> int:
+    def on_callback(self, raw: RawCallback) -> int | tuple[int, bytes]:
         name = callback_supplier(raw.path)
         burst = self.suppliers.get(name) if name is not None else None
         if burst is None:
             self.log.write("callback_received", supplier="", client_order_id="",
                            verdict="unknown_supplier", path=raw.path[:100], worker=self.id)
             return 404
-        return burst.side.on_callback(raw.method, raw.path, raw.headers, raw.body)
+        side = burst.side
+        return acknowledged(side, side.on_callback(raw.method, raw.path, raw.headers, raw.body))
 
     def _rejected(self, reason: str, path: str) -> None:
         self.log.write("callback_received", supplier="", client_order_id="",
