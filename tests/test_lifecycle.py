@@ -492,3 +492,14 @@ def test_negative_amount_is_a_protocol_error_not_a_refund_of_the_cap() -> None:
                                      *[("resolve", NO_ANSWER)] * 3])
     assert state == "unknown" and life.side.budget.committed == Decimal("10.00")
     assert log.of("order_error")[0]["kind"] == "bad_response"
+
+
+def test_callback_paths_name_their_supplier_behind_a_proxy_prefix() -> None:
+    """A callback path names its supplier, also under a reverse proxy's per-worker prefix;
+    anything else names none."""
+    from harness.run.lifecycle import callback_supplier
+
+    assert callback_supplier("/callbacks/acme") == "acme"
+    assert callback_supplier("/tb/w1/callbacks/acme?x=1") == "acme"
+    assert callback_supplier("/callbacks/") is None
+    assert callback_supplier("/etc/passwd") is None

@@ -955,8 +955,9 @@ def order_prefix(run_id: str, mode: str) -> str:
 
 
 def callback_supplier(path: str) -> str | None:
-    """The supplier a callback path names (``/callbacks/<supplier>[?...]``), if any."""
-    match = re.fullmatch(r"/callbacks/([A-Za-z0-9_-]+)(\?.*)?", path)
+    """The supplier a callback path names (``[/<prefix>...]/callbacks/<supplier>[?...]``;
+    a prefix is what a reverse proxy in front of several burst workers may leave), if any."""
+    match = re.fullmatch(r"(?:/[A-Za-z0-9_.-]+)*/callbacks/([A-Za-z0-9_-]+)(\?.*)?", path)
     return match.group(1) if match else None
 
 

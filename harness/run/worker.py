@@ -309,8 +309,12 @@ class BurstWorker:
             max_retries=0, concurrency=FOLLOW_POOL_CONNECTIONS)),
             max_body_bytes=plan.max_body_bytes)
         if plan.delivery in ("callback", "both"):
-            self.receiver = GeventCallbackReceiver(self.on_callback, on_reject=self._rejected)
+            self.receiver = GeventCallbackReceiver(self.on_callback, plan.callback.bind,
+                                                   on_reject=self._rejected)
             base = self.receiver.start()
+            if plan.callback.public_url:  # a tunnel or reverse proxy: one path per worker
+                public = plan.callback.public_url.rstrip("/")
+                base = public if count == 1 else f"{public}/{self.id}"
             for burst in self.suppliers.values():
                 burst.side.callback_url = f"{base}/callbacks/{burst.name}"
         self.log.write("burst_worker_started", worker=self.id, index=index, count=count,
