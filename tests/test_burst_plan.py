@@ -37,12 +37,15 @@ def test_plan_prints_phases_split_and_worst_case() -> None:
     assert "worst-case cost: 5400.00;" in text and "nothing was sent" in text
 
 
-def test_worst_case_never_exceeds_the_cap() -> None:
-    """holiday-peak's schedule alone would cost more than its cap: the worst case is the
-    cap, and the plan says what the schedule would have cost."""
-    scenario = _scenario(ROOT / "scenarios" / "holiday-peak.yaml",
-                         ROOT / "scenarios" / "fleet-demo.yaml")
-    assert scenario.burst is not None
+def test_worst_case_never_exceeds_the_cap(tmp_path: Path) -> None:
+    """holiday-peak's schedule with a cap of 100,000 would cost more than its cap: the
+    worst case is the cap, and the plan says what the schedule would have cost."""
+    text = (ROOT / "scenarios" / "holiday-peak.yaml").read_text(encoding="utf-8")
+    capped = tmp_path / "holiday-peak.yaml"
+    capped.write_text(text.replace("spending_cap: 125000", "spending_cap: 100000"),
+                      encoding="utf-8")
+    scenario = _scenario(capped, ROOT / "scenarios" / "fleet-demo.yaml")
+    assert scenario.burst is not None and scenario.burst.spending_cap == 100000
     worst, per_supplier = burst_worst_case_cost(scenario)
     assert worst == scenario.burst.spending_cap < sum(per_supplier.values(), Decimal(0))
     out = io.StringIO()
