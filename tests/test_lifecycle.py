@@ -503,3 +503,23 @@ def test_callback_paths_name_their_supplier_behind_a_proxy_prefix() -> None:
     assert callback_supplier("/tb/w1/callbacks/acme?x=1") == "acme"
     assert callback_supplier("/callbacks/") is None
     assert callback_supplier("/etc/passwd") is None
+
+
+def test_oauth2_token_is_fetched_before_the_first_request_cached_and_renewed_after_401(
+) -> None:
+    """A supplier whose dialect names the OAuth2 client-credentials authenticator gets a
+    token request before its first request, none while the token is fresh, and a new one
+    after a 401 drops it."""
+    from harness.drivers.signers import OAuth2ClientCredentials
+
+    token = answer(200, {"access_token": "t0k", "token_type": "bearer", "expires_in": 3600})
+    script = Script([("auth", token), ("place", placed("processing")),
+                     ("poll", err(401, "unauthorized")), ("auth", token),
+                     ("poll", answer(200, {"order": order_json(updated_s=2.0)}))])
+    supplier, _ = side(script)
+    auth = OAuth2ClientCredentials("http://127.0.0.1:9/token", "id", "secret")
+    supplier.driver.authenticator = auth  # type: ignore[attr-defined]
+    life = supplier.new_order("o-1", PRODUCT, T0)
+    assert script.run(life.steps(check_codes=False), life) == "success"
+    assert [p for _, p, _ in script.sent] == ["auth", "place", "poll", "auth", "poll"]
+    assert auth.fetched == 2 and auth.headers() == {"Authorization": "Bearer t0k"}

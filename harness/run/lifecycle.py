@@ -76,7 +76,7 @@ from harness.run.budget import Budget, RetryBudget
 T = TypeVar("T")
 
 PURPOSES = ("place", "repost", "resolve", "poll", "final_look", "issuer_check", "redeem",
-            "balance", "catalog", "refund", "refund_resolve", "refund_poll")
+            "balance", "catalog", "refund", "refund_resolve", "refund_poll", "auth")
 """Why a request was sent. ``place`` is an order's first POST; ``repost`` (same id, after
 a 429) and ``resolve`` (a GET after an unknown outcome) draw on the retry budget."""
 
@@ -197,6 +197,11 @@ def backoff_s(attempt: int, rng: random.Random, base_s: float = 0.25,
     return rng.uniform(ceiling / 2, ceiling)
 
 
+Sender = Callable[[Callable[[], HttpRequest], str], Generator[Step, HttpResponse | None,
+                                                               HttpResponse]]
+"""How a supplier's request is sent: :meth:`SupplierSide.send`."""
+
+
 def is_not_found(failure: Failure) -> bool:
     """The supplier says it holds no such order (404, with or without an error code)."""
     return failure.status == 404
@@ -204,14 +209,20 @@ def is_not_found(failure: Failure) -> bool:
 
 def read_steps(build: Callable[[], HttpRequest], parse: Callable[[HttpResponse], Result[T]],
                *, purpose: str, clock: Callable[[], float], rng: random.Random,
-               attempts: int = 4, for_s: float = 30.0) -> Steps[Result[T]]:
+               attempts: int = 4, for_s: float = 30.0,
+               send: Sender | None = None) -> Steps[Result[T]]:
     """A read (catalog, balance, issuer check, refund state): re-signed each time, retried
     on 429 (as told), 5xx and no answer with backoff, at most ``attempts`` times."""
     until = clock() + for_s
     result: Result[T] = Failure("no_answer", 0)
     for attempt in range(1, attempts + 1):
-        response = yield Send(build(), purpose)
-        assert response is not None
+        answer: HttpResponse | None
+        if send is not None:
+            answer = yield from send(build, purpose)
+        else:
+            answer = yield Send(build(), purpose)
+        assert answer is not None
+        response = answer
         result = parse_guarded(parse, response)
         if not isinstance(result, Failure) or not result.retryable or attempt == attempts:
             return result
@@ -257,11 +268,31 @@ class SupplierSide:
     def count(self, key: str, value: float | None = None) -> None:
         self.tally(self.name, key, value)
 
+    def send(self, build: Callable[[], HttpRequest], purpose: str
+             ) -> Generator[Step, HttpResponse | None, HttpResponse]:
+        """One request to the supplier, built only once the dialect's OAuth2 token (if it
+        names an authenticator) is fresh, so it carries the bearer token; a 401 drops the
+        token, and the next request fetches a new one."""
+        auth = getattr(self.driver, "authenticator", None)
+        if auth is not None and auth.needs_token(self.clock()):
+            answer = yield Send(auth.token_request(), "auth")
+            assert answer is not None
+            got = guarded(lambda: auth.accept(answer, self.clock()), answer.status)
+            if isinstance(got, Failure):
+                self.write("supplier_error", operation="auth", kind=got.kind,
+                           status=got.status, worker=self.worker)
+        response = yield Send(build(), purpose)
+        assert response is not None
+        if auth is not None and response.status == 401:
+            auth.invalidate()
+        return response
+
     # catalog and balance
     def read_catalog(self) -> Steps[None]:
         """Read the catalog (its prices are what orders reserve)."""
         result = yield from read_steps(self.driver.catalog, self.driver.parse_catalog,
-                                       purpose="catalog", clock=self.clock, rng=self.rng)
+                                       purpose="catalog", clock=self.clock, rng=self.rng,
+                                       send=self.send)
         if isinstance(result, Failure):
             self.write("supplier_error", operation="catalog", kind=result.kind,
                        status=result.status, worker=self.worker)
@@ -275,7 +306,7 @@ class SupplierSide:
         """Read the balance, write ``balance_read`` (or ``supplier_error``); the amount."""
         result: Result[Balance] = yield from read_steps(
             self.driver.balance, self.driver.parse_balance, purpose="balance",
-            clock=self.clock, rng=self.rng)
+            clock=self.clock, rng=self.rng, send=self.send)
         if isinstance(result, Failure):
             self.write("supplier_error", operation="balance", phase=phase, kind=result.kind,
                        status=result.status, worker=self.worker)
@@ -529,8 +560,8 @@ class OrderLife:
         side.retry.first_attempt()
         while True:
             sent_at = side.clock()
-            response = yield Send(side.driver.place_order(self.request()),
-                                  "place" if attempt == 1 else "repost")
+            response = yield from side.send(lambda: side.driver.place_order(self.request()),
+                                            "place" if attempt == 1 else "repost")
             assert response is not None
             result = parse_guarded(self._parse_order, response)
             if not isinstance(result, Failure):
@@ -592,7 +623,8 @@ class OrderLife:
             gets += 1
             self._attempt(gets, "GET", "resolve")
             asked_at = side.clock()
-            response = yield Send(side.driver.get_order(self.client_order_id), "resolve")
+            response = yield from side.send(lambda: side.driver.get_order(self.client_order_id),
+                                            "resolve")
             assert response is not None
             result = parse_guarded(self._parse_order, response)
             if not isinstance(result, Failure):
@@ -643,7 +675,8 @@ class OrderLife:
                 return "unknown"
             attempts += 1
             self._attempt(attempts, "POST", "resolve")
-            response = yield Send(side.driver.place_order(self.request()), "resolve")
+            response = yield from side.send(lambda: side.driver.place_order(self.request()),
+                                            "resolve")
             assert response is not None
             result = parse_guarded(self._parse_order, response)
             if not isinstance(result, Failure):
@@ -682,7 +715,8 @@ class OrderLife:
                 continue  # final, callbacks only, or a callback brought news
             polls += 1
             self._attempt(polls, "GET", "poll")
-            response = yield Send(side.driver.get_order(self.client_order_id), "poll")
+            response = yield from side.send(lambda: side.driver.get_order(self.client_order_id),
+                                            "poll")
             assert response is not None
             result = parse_guarded(self._parse_order, response)
             if isinstance(result, Failure):
@@ -696,7 +730,8 @@ class OrderLife:
         if not rules.poll and not self.is_final:
             # callbacks only: one last look, so the recorded state is the real one
             self._attempt(polls + 1, "GET", "final_look")
-            response = yield Send(side.driver.get_order(self.client_order_id), "final_look")
+            response = yield from side.send(lambda: side.driver.get_order(self.client_order_id),
+                                            "final_look")
             assert response is not None
             result = parse_guarded(self._parse_order, response)
             if isinstance(result, Failure):
@@ -821,16 +856,15 @@ class RefundLife:
         side = self.side
         side.refunds[self.client_order_id] = self
         side.write("refund_attempt", client_order_id=self.client_order_id, reason=self.reason)
-        request = side.driver.request_refund(self.client_order_id, self.reason, None,
-                                             "trialbench after-sales plan")
-        response = yield Send(request, "refund")
+        response = yield from side.send(lambda: side.driver.request_refund(
+            self.client_order_id, self.reason, None, "trialbench after-sales plan"), "refund")
         assert response is not None
         result = parse_guarded(side.driver.parse_refund, response)
         if isinstance(result, Failure) and (result.outcome_unknown
                                             or 200 <= response.status < 300):
             asked = yield from read_steps(lambda: side.driver.get_refund(self.client_order_id),
                                           side.driver.parse_refund, purpose="refund_resolve",
-                                          clock=side.clock, rng=side.rng)
+                                          clock=side.clock, rng=side.rng, send=side.send)
             if not isinstance(asked, Failure):
                 result = asked
         if isinstance(result, Failure):
@@ -858,7 +892,7 @@ class RefundLife:
         side.write("refund_resumed", client_order_id=self.client_order_id, reason=self.reason)
         asked = yield from read_steps(lambda: side.driver.get_refund(self.client_order_id),
                                       side.driver.parse_refund, purpose="refund_resolve",
-                                      clock=side.clock, rng=side.rng)
+                                      clock=side.clock, rng=side.rng, send=side.send)
         if isinstance(asked, Failure):
             del side.refunds[self.client_order_id]
             if asked.status == 404:
@@ -884,7 +918,8 @@ class RefundLife:
                 break
             yield Wait(min(side.clock() + interval, until))
             interval = min(rules.poll_max_s, interval * rules.poll_factor)
-            response = yield Send(side.driver.get_refund(self.client_order_id), "refund_poll")
+            response = yield from side.send(
+                lambda: side.driver.get_refund(self.client_order_id), "refund_poll")
             assert response is not None
             polled = parse_guarded(side.driver.parse_refund, response)
             if not isinstance(polled, Failure):
@@ -906,7 +941,8 @@ def refresh_refunds(side: SupplierSide) -> Steps[frozenset[str]]:
     """GET every refund of ``side`` not yet final; the ids now completed."""
     for life in list(side.refunds.values()):
         if life.refund is not None and not life.refund.is_final:
-            response = yield Send(side.driver.get_refund(life.client_order_id), "refund_poll")
+            response = yield from side.send(
+                partial(side.driver.get_refund, life.client_order_id), "refund_poll")
             assert response is not None
             polled = parse_guarded(side.driver.parse_refund, response)
             if not isinstance(polled, Failure):

@@ -414,7 +414,7 @@ class BurstWorker:
                 return  # the cap did not allow it: final "skipped" is written
             assert isinstance(first, Send)
             try:  # order_planned and order_attempt are in the shard (the OS) by now
-                response = send_request(client, first.request, f"{supplier.name} place")
+                response = send_request(client, first.request, f"{supplier.name} {first.purpose}")
             except gevent.GreenletExit:  # the worker is ending: the POST's fate is unknown
                 life.finish("unknown", interrupted=True)
                 _forget(life)
