@@ -523,3 +523,30 @@ def test_oauth2_token_is_fetched_before_the_first_request_cached_and_renewed_aft
     assert script.run(life.steps(check_codes=False), life) == "success"
     assert [p for _, p, _ in script.sent] == ["auth", "place", "poll", "auth", "poll"]
     assert auth.fetched == 2 and auth.headers() == {"Authorization": "Bearer t0k"}
+
+
+def test_callback_that_only_says_the_order_changed_makes_it_looked_up_at_once() -> None:
+    """A dialect's callback that carries news but not the order's view (Juhe's) makes
+    the follower look the order up at once, even when it follows by callbacks only."""
+    from harness.drivers.base import CallbackEvent
+
+    class NewsDriver(ReferenceDriver):
+        def verify_callback(self, method: str, path: str, headers: Any,
+                            body: bytes) -> CallbackEvent:
+            return CallbackEvent("order.updated", parse_order_body(order_json("processing")),
+                                 complete=False)
+
+    script = Script([])
+    rules = Rules(deadline_s=5, follow_s=10, unknown_window_s=4, poll=False)
+    supplier, _ = side(script, rules=rules)
+    supplier.driver = NewsDriver("http://127.0.0.1:9/s/acme", Credentials("k", "s"))
+    life = supplier.new_order("o-1", PRODUCT, T0)
+    steps = life.steps(check_codes=False)
+    first = next(steps)
+    assert isinstance(first, Send) and first.purpose == "place"
+    step = steps.send(placed("processing"))
+    assert isinstance(step, Wait) and step.news and step.until == T0 + 10
+    script.now = T0 + 1
+    assert supplier.on_callback("POST", "/callbacks/acme", {}, b"") == 200
+    step = steps.send(None)
+    assert isinstance(step, Send) and step.purpose == "poll"

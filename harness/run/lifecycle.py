@@ -348,6 +348,9 @@ class SupplierSide:
             accepted = True
         else:
             accepted = life.offer(event.order, "callback")
+        if not event.complete and not life.is_final:
+            life.look_now = True  # news that the order changed, not its view: look it up
+            life.wake()
         if event.order.refund is not None and life.client_order_id in self.refunds:
             self.refunds[life.client_order_id].seen(event.order.refund)
         self.write("callback_received", client_order_id=life.client_order_id,
@@ -385,6 +388,8 @@ class OrderLife:
     """Set by the executor: called when a callback brings a newer view."""
     resumed_at: float | None = None
     """When ``trialbench resume`` took the order up again: it is followed from then."""
+    look_now: bool = False
+    """A callback said only that the order changed (a dialect's news): poll at once."""
 
     @property
     def deadline_at(self) -> float:
@@ -711,8 +716,11 @@ class OrderLife:
                 break
             until = min(now + interval, self.follow_until) if rules.poll else self.follow_until
             yield Wait(until, news=True)
-            if self.is_final or not rules.poll or side.clock() < until:
-                continue  # final, callbacks only, or a callback brought news
+            if self.is_final:
+                continue
+            if not self.look_now and (not rules.poll or side.clock() < until):
+                continue  # callbacks only, or a callback brought news
+            self.look_now = False
             polls += 1
             self._attempt(polls, "GET", "poll")
             response = yield from side.send(lambda: side.driver.get_order(self.client_order_id),
