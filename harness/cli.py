@@ -228,7 +228,8 @@ def _cmd_burst(args: argparse.Namespace) -> int:
 
     options = {"results_root": Path(args.results), "workers": args.workers,
                "remote_workers": args.remote_workers, "master_bind": args.master_bind,
-               "web_ui": args.web_ui, "live": not args.no_live}
+               "web_ui": args.web_ui, "live": not args.no_live,
+               "callback_url": args.callback_url}
     if args.simulate is None:
         run_dir = run_burst(Path(args.scenario), **options)
     else:  # the simulator on a free loopback port, and its credentials in the environment
@@ -364,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     burst.add_argument("--seed", type=int, default=None,
                        help="simulator seed with --simulate (default: the fleet's)")
     burst.add_argument("--no-live", action="store_true", help="no live terminal view")
+    burst.add_argument("--callback-url", default=None, metavar="URL",
+                       help="the public address suppliers send callbacks to (a tunnel or "
+                            "reverse proxy in front of this machine); replaces the "
+                            "scenario's callback.public_url; with several workers each gets "
+                            "URL/<worker-id>")
     burst.add_argument("--dry-run", action="store_true",
                        help="print the schedule and its worst-case cost; send nothing")
     burst.set_defaults(func=_cmd_burst)

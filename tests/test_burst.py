@@ -290,3 +290,24 @@ def test_burst_checks_codes_and_reads_balances_like_a_trial(tmp_path: Path) -> N
     assert set(codes[codes["supplier"] == "acme"]["verdict"]) == {"valid"}
     assert suppliers.loc["feeder", "hidden_fee_per_order"] == pytest.approx(1.50)
     assert suppliers.loc["acme", "hidden_fees"] == 0
+
+
+def test_burst_gives_suppliers_the_public_callback_url(tmp_path: Path) -> None:
+    """`burst --callback-url` is what suppliers are told (here an address that refuses,
+    so callbacks fail and orders settle by polling); the receiver stays on loopback."""
+    public = "http://127.0.0.1:9/tunnel"
+    results = tmp_path / "results"
+    with start_simulator(DEMO_FLEET) as sim:
+        env = {**os.environ, **fleet_env(load_fleet(DEMO_FLEET), sim.url)}
+        done = subprocess.run(
+            [sys.executable, "-m", "harness", "burst", str(DATA / "burst-demo.yaml"),
+             "--results", str(results), "--no-live", "--callback-url", public],
+            capture_output=True, text=True, env=env, timeout=120, check=False)
+        callbacks = sim.truth()["suppliers"]["acme"]["callbacks"]
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run_dir,) = [p for p in results.iterdir() if (p / "manifest.json").is_file()]
+    events = list(read_events(run_dir))
+    (started,) = [e for e in events if e["type"] == "burst_worker_started"]
+    assert started["callback_url"].startswith("http://127.0.0.1:")  # the receiver's own
+    assert callbacks["sent"] > 0 and callbacks["acked"] == 0
+    assert not [e for e in events if e["type"] == "callback_received"]

@@ -84,7 +84,7 @@ from harness.run.schedule import (
 )
 from harness.run.worker import MASTER_PING_S, BurstWorker, OrderUser, supplier_sides
 from harness.runfolder import RunFolder
-from harness.scenario import BurstPlan, Scenario, load_scenario
+from harness.scenario import BurstPlan, Scenario, load_scenario, with_callback_url
 
 LEAD_S = 2.0
 """t0 is this long after every worker has its plan (catalog reads, user spawning)."""
@@ -375,10 +375,12 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
               env: Mapping[str, str] | None = None, workers: int | None = None,
               remote_workers: int = 0, master_bind: str | None = None,
               web_ui: str | None = None, live: bool = True,
-              console: Console | None = None) -> Path:
+              console: Console | None = None, callback_url: str | None = None) -> Path:
     """Run the scenario's burst; return the run folder (tables built, also on Ctrl-C)."""
     environ = dict(os.environ if env is None else env)
     scenario = load_scenario(scenario_path, environ)
+    if callback_url is not None:  # --callback-url: what suppliers are given
+        scenario = with_callback_url(scenario, callback_url)
     plan = scenario.burst
     if plan is None:
         raise ScenarioError("no burst: section; add one (see scenarios/holiday-peak.yaml)",
@@ -457,7 +459,7 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
             "scenario_name": scenario_path.name, "order_prefix": prefix,
             "run_id": folder.path.name, "count": expected,
             "run_dir": str(folder.path.resolve()),
-            "results_root": str(results_root.resolve())}
+            "results_root": str(results_root.resolve()), "callback_url": callback_url}
         load_code_key(results_root)  # made once here, before workers race to make it
         balances = BalanceReader(scenario, plan, folder, schedule)
         balances.read("before")

@@ -72,7 +72,13 @@ from harness.run.gevent_transport import drive, harden, quick_ack, send_request
 from harness.run.lifecycle import OrderLife, Rules, Send, SupplierSide, callback_supplier
 from harness.run.schedule import Arrival, build_schedule
 from harness.runfolder import earlier_code_hashes
-from harness.scenario import BurstPlan, Scenario, SupplierConfig, load_scenario
+from harness.scenario import (
+    BurstPlan,
+    Scenario,
+    SupplierConfig,
+    load_scenario,
+    with_callback_url,
+)
 
 EVENT_FLUSH_S = 0.2
 STATS_EVERY_S = 1.0
@@ -270,6 +276,8 @@ class BurstWorker:
         """Take the master's plan: scenario, this worker's index of N, t0, id prefix."""
         if scenario is None:
             scenario = _scenario_from_text(data["scenario_text"], data["scenario_name"])
+            if data.get("callback_url"):  # the master's --callback-url
+                scenario = with_callback_url(scenario, str(data["callback_url"]))
         plan = scenario.burst
         if plan is None:
             raise ValueError("scenario has no burst: section")
