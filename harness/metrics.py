@@ -316,15 +316,30 @@ def _cost(orders: pd.DataFrame, fee: dict[str, float], hidden_per_order: float) 
             "cost_rate": total / revenue if revenue > 0 else float("nan")}
 
 
+UNOBTAINABLE = "charged_codes_unobtainable"
+"""An order's resolution when the dialect says a repeat of it already exists but gives no
+way to read it: charged, with no codes to show for it (see the dialect driver)."""
+
+
+def taken(orders: pd.DataFrame) -> pd.Series:
+    """Orders the supplier holds: accepted, or charged with codes unobtainable."""
+    unobtainable = text(orders["resolution"]).eq(UNOBTAINABLE) if "resolution" in orders \
+        else pd.Series(False, index=orders.index)
+    return orders["accepted_at"].notna() | text(orders["supplier_order_id"]).ne("") \
+        | unobtainable
+
+
 def oversold_mask(orders: pd.DataFrame, card_skus: set[str]) -> pd.Series:
-    """Accepted orders the supplier could not fill: failed for stock afterwards, partly
-    filled, or "success" without a code for a product that delivers codes (``card_skus``)."""
-    accepted = orders["accepted_at"].notna() | text(orders["supplier_order_id"]).ne("")
+    """Orders the supplier took and could not fill: failed for stock afterwards, partly
+    filled, "success" without a code for a product that delivers codes (``card_skus``),
+    or charged with codes unobtainable."""
     reason = text(orders["failure_reason"]).str.lower()
     for_stock = (orders["state"] == "failed") & reason.str.contains("stock")
     empty = (orders["state"] == "success") & orders["codes_delivered"].fillna(0).eq(0) \
         & orders["sku"].isin(card_skus)
-    return accepted & ((orders["state"] == "partial") | for_stock | empty)
+    unobtainable = text(orders["resolution"]).eq(UNOBTAINABLE) if "resolution" in orders \
+        else pd.Series(False, index=orders.index)
+    return taken(orders) & ((orders["state"] == "partial") | for_stock | empty | unobtainable)
 
 
 def _requests(sent: pd.DataFrame) -> dict[str, Any]:
@@ -341,7 +356,7 @@ def _requests(sent: pd.DataFrame) -> dict[str, Any]:
 
 
 def _oversold(sent: pd.DataFrame, card_skus: set[str], prefix: str) -> dict[str, Any]:
-    accepted = sent[sent["accepted_at"].notna() | text(sent["supplier_order_id"]).ne("")]
+    accepted = sent[taken(sent)]
     k = int(oversold_mask(accepted, card_skus).sum())
     return {prefix: _ratio(k, len(accepted)), f"{prefix}_k": k, f"{prefix}_n": len(accepted)}
 

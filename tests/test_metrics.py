@@ -264,3 +264,15 @@ def test_every_bad_verdict_has_a_count_column() -> None:
     """Each bad verdict from the code pipeline has its own documented count column."""
     assert {f"codes_{v}" for v in BAD_VERDICTS} <= set(METRICS_COLUMNS)
     assert "codes_valid" not in METRICS_COLUMNS
+
+
+def test_orders_charged_with_codes_unobtainable_count_as_oversold() -> None:
+    """An order a dialect says exists but cannot show (charged, codes unobtainable) counts
+    against its supplier as taken without value, never as merely unknown."""
+    from harness.metrics import oversold_mask
+
+    orders = make_orders("s", 4)
+    orders["resolution"] = ""
+    orders.loc[3, ["state", "accepted_at", "supplier_order_id", "codes_delivered",
+                   "resolution"]] = ["unknown", pd.NaT, "", 0, "charged_codes_unobtainable"]
+    assert oversold_mask(orders, {"card-10"}).tolist() == [False, False, False, True]
