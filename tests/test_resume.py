@@ -27,9 +27,9 @@ from harness.simulator.profiles import load_fleet
 
 SCENARIO = Path(__file__).parent / "data" / "resume-trial.yaml"
 SUPPLIERS = ("acme", "feeder", "flaky")
-ORDERS = 12
+ORDERS = 8
 KILL_AT = {"early": ('"type":"order_attempt"', 1),
-           "mid_run": ('"type":"order_final"', 15),
+           "mid_run": ('"type":"order_final"', 10),
            "during_refunds": ('"type":"refund_attempt"', 1)}
 
 
