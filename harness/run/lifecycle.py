@@ -908,6 +908,8 @@ class RefundLife:
             side.write("refund_requested", client_order_id=self.client_order_id,
                        reason=self.reason, status=asked.status, error=asked.kind,
                        state="error")
+            side.write("refund_final", client_order_id=self.client_order_id, state="error",
+                       final=False, amount=None)  # still open: a later resume asks again
             return False
         side.write("refund_requested", client_order_id=self.client_order_id,
                    reason=self.reason, status=200, state=asked.state, amount=asked.amount,

@@ -137,7 +137,16 @@ class TrialRun:
             async with semaphore:
                 await self.run_order(side, index, product)
 
-        await asyncio.gather(*(one(i, p) for i, p in enumerate(products)))
+        # every order runs to its end before the supplier's trial goes on, even if one
+        # hits a harness fault: none is left in flight behind the finish event
+        for fault in await asyncio.gather(*(one(i, p) for i, p in enumerate(products)),
+                                          return_exceptions=True):
+            if isinstance(fault, Exception):
+                self.log.write("supplier_error", supplier=side.name, operation="order",
+                               kind="harness_fault",
+                               error=f"{type(fault).__name__}: {fault}"[:300])
+            elif isinstance(fault, BaseException):
+                raise fault  # Ctrl-C, cancellation: the run is interrupted
         after = past.balances.get((side.name, "after_orders")) if past is not None else None
         if after is None:  # (read before the interruption: later ones may hold refunds)
             after = await self.drive(side.read_balance("after_orders"))
