@@ -45,6 +45,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, final
@@ -77,6 +78,7 @@ __all__ = [
     "KNOWN_DRIVERS",
     "AbortPlan",
     "AfterSalesPlan",
+    "BrandAuthorisation",
     "BurstPhase",
     "BurstPlan",
     "CallbackPlan",
@@ -86,6 +88,8 @@ __all__ = [
     "IssuerConfig",
     "PollPlan",
     "ProductConfig",
+    "QualificationChecks",
+    "Qualifications",
     "Scenario",
     "SupplierConfig",
     "TrialPlan",
@@ -382,13 +386,72 @@ class FeesConfig(BaseModel):
     """Fee on withdrawing the balance from the supplier, percent (0–100)."""
 
 
+def _check_display_name(value: str) -> str:
+    if not value.strip() or any(ord(c) < 32 for c in value):
+        raise ValueError("write the name as merchants know it, on one line, e.g. 星辰卡盟")
+    return value.strip()
+
+
+class BrandAuthorisation(BaseModel):
+    """A brand's authorisation for the supplier to sell its codes, as the merchant has it
+    on file."""
+
+    model_config = _CONFIG
+
+    brand: str = Field(min_length=1, max_length=100)
+    """The brand that authorises, as it signs (any script), e.g. ``Steam`` or ``腾讯``."""
+    products: tuple[str, ...] = Field(min_length=1)
+    """The skus the authorisation covers (the supplier's product ids)."""
+    expires: date
+    """Last day the authorisation is valid (YYYY-MM-DD)."""
+
+
+class Qualifications(BaseModel):
+    """The paperwork a merchant collects about a supplier; every field is optional."""
+
+    model_config = _CONFIG
+
+    registration_number: str | None = Field(default=None, min_length=1, max_length=64)
+    """Business registration number (e.g. the unified social credit code)."""
+    icp_filing: str | None = Field(default=None, min_length=1, max_length=64)
+    """ICP filing number of the supplier's site, e.g. ``京ICP备12345678号``."""
+    authorisations: tuple[BrandAuthorisation, ...] = ()
+    """Brand authorisations, each with the products it covers and its expiry date. A
+    product being sold that none covers is flagged (``missing_authorisation``)."""
+    platform_grade: Literal["gold", "silver"] | None = None
+    """The trading platform's grade of this supplier, if it has one."""
+
+
+QualificationKind = Literal["missing_authorisation", "authorisation_expired",
+                            "authorisation_expiring", "authorisation_lapses_before_peak"]
+
+
+class QualificationChecks(BaseModel):
+    """How the suppliers' qualifications are checked against the products being sold."""
+
+    model_config = _CONFIG
+
+    expiry_window_days: Annotated[int, Bounded(0, 3650, "window in days")] = 60
+    """Flag an authorisation that expires within this many days of the run (0–3650)."""
+    gate: tuple[QualificationKind, ...] = ()
+    """The qualification findings that gate a supplier (rank it below every clean one,
+    tier "gated"): any of ``missing_authorisation``, ``authorisation_expired``,
+    ``authorisation_expiring``, ``authorisation_lapses_before_peak``. Default: none gate;
+    every finding is shown in the verdict."""
+
+
 class SupplierConfig(BaseModel):
     """A supplier under test."""
 
     model_config = _CONFIG
 
     name: Slug
-    """Unique name in this scenario: lowercase letters, digits, - and _."""
+    """Unique name in this scenario: lowercase letters, digits, - and _ (used in files and
+    ids); ``display_name`` is how reports write it."""
+    display_name: Annotated[str, AfterValidator(_check_display_name),
+                            Field(min_length=1, max_length=64)] | None = None
+    """The name as merchants write it, in any script, e.g. ``星辰卡盟``; reports and the
+    terminal show it (default: ``name``)."""
     driver: str = KNOWN_DRIVERS[0]
     """The API dialect: ``reference``, a shipped dialect (``gateway``, ``concat_md5``,
     ``sync_trade``), an installed plugin, or the path of a dialect file (``.yaml``);
@@ -401,6 +464,8 @@ class SupplierConfig(BaseModel):
     """The products to test (at least one, unique skus)."""
     fees: FeesConfig = FeesConfig()
     """Published fees (default: none)."""
+    qualifications: Qualifications = Qualifications()
+    """Registration, ICP filing, brand authorisations and platform grade (all optional)."""
 
     @field_validator("driver")
     @classmethod
@@ -824,6 +889,11 @@ class Scenario(BaseModel):
     ranking: RankingConfig | None = None
     """How suppliers are ranked: weights, value-function anchors, gates, tier thresholds
     (default: ``harness.ranking_config.RankingConfig()``)."""
+    peak_date: date | None = None
+    """The planned peak (YYYY-MM-DD), e.g. the holiday sale: an authorisation that expires
+    before it is flagged (``authorisation_lapses_before_peak``)."""
+    qualification_checks: QualificationChecks = QualificationChecks()
+    """The expiry window for brand authorisations and which qualification findings gate."""
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
