@@ -1,10 +1,12 @@
 """``trialbench demo``: the main job against the built-in simulated suppliers.
 
-Starts the simulator on a free loopback port with ``scenarios/fleet-demo.yaml``, hands
+Starts the simulator on a free loopback port with the shipped ``fleet-demo.yaml``, hands
 the simulator's URL and the fleet's (fake, simulator-only) credentials to the demo
 scenario through environment variables, as a real merchant would hand over real ones,
-runs ``scenarios/demo.yaml``, stops the simulator, then prints the trial summary and the
-ranking and writes ``ranking.csv`` and the HTML report (``report.html``) into the run folder.
+runs the shipped ``demo.yaml``, stops the simulator, then prints the trial summary and
+the ranking and writes ``ranking.csv`` and the HTML report (``report.html``) into the run
+folder. Both files are package data (:mod:`harness.shipped`; ``scenarios/`` in a source
+checkout), so an installed ``trialbench demo`` works from any folder.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness.shipped import installed_path
 from harness.simulator.process import start_simulator
 from harness.simulator.profiles import Fleet, load_fleet
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
-DEMO_FLEET = SCENARIOS / "fleet-demo.yaml"
-DEMO_SCENARIO = SCENARIOS / "demo.yaml"
+DEMO_FLEET = installed_path("fleet-demo.yaml")
+DEMO_SCENARIO = installed_path("demo.yaml")
 
 
 def env_name(supplier: str, what: str) -> str:

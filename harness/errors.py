@@ -22,6 +22,9 @@ class HarnessError(Exception):
 class ConfigError(HarnessError, ValueError):
     """A configuration file is invalid; the message names the file, line and key."""
 
+    schema_command = "trialbench schema"
+    """The command that prints the JSON Schema of this kind of file (named in hints)."""
+
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
                  key: str | None = None) -> None:
         self.path = path
@@ -42,6 +45,8 @@ class ScenarioError(ConfigError):
 
 class ProfileError(ConfigError):
     """A simulator behaviour-profile file is invalid."""
+
+    schema_command = "trialbench schema --kind fleet"
 
 
 class MissingEnvError(HarnessError, KeyError):

@@ -331,9 +331,9 @@ def line_of(loc: Sequence[int | str], lines: dict[Loc, int]) -> int | None:
     return lines.get(())
 
 
-def _hint(error_type: str, msg: str, ctx: dict[str, Any] | None) -> str:
+def _hint(error_type: str, msg: str, ctx: dict[str, Any] | None, schema_command: str) -> str:
     if error_type == "extra_forbidden":
-        return "unknown key; remove it or check its spelling against `trialbench schema`"
+        return f"unknown key; remove it or check its spelling against `{schema_command}`"
     if error_type == "missing":
         return "required key is missing; add it"
     if error_type in ("value_error", "assertion_error") and ctx and "error" in ctx:
@@ -359,7 +359,7 @@ def validate_located(data: Any, lines: dict[Loc, int], source: str, model: type[
     ``lines`` is the map :func:`read_yaml` returns (empty if the data has no file).
     """
     if data is None:
-        raise error("the file is empty; see `trialbench schema` for what to write",
+        raise error(f"the file is empty; see `{error.schema_command}` for what to write",
                     path=source, line=1)
     try:
         return model.model_validate(data, context=context)
@@ -373,5 +373,5 @@ def validate_located(data: Any, lines: dict[Loc, int], source: str, model: type[
         while loc and isinstance(loc[-1], str) and loc not in lines and loc[:-1] in lines \
                 and "[" in loc[-1]:
             loc = loc[:-1]
-        raise error(_hint(first["type"], first["msg"], ctx), path=source,
+        raise error(_hint(first["type"], first["msg"], ctx, error.schema_command), path=source,
                     line=line_of(loc, lines), key=format_loc(loc) or None) from exc

@@ -49,7 +49,16 @@ from typing import Annotated, Any, Literal, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from harness import protocol
 from harness.drivers.base import (
@@ -137,6 +146,15 @@ class FieldRef(_Strict):
     @classmethod
     def _short(cls, data: Any) -> Any:
         return {"path": data} if isinstance(data, str) else data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """The file may write the short form: the schema says so, or editors flag it."""
+        full = handler.resolve_ref_schema(handler(schema))
+        return {"anyOf": [{"type": "string", "description": "short for `{path: ...}`"},
+                          {key: value for key, value in full.items() if key != "description"}],
+                "description": full.get("description", "")}
 
 
 Ref = FieldRef
@@ -436,6 +454,8 @@ def _vars(value: Any) -> list[str]:
 
 class DialectError(ConfigError):
     """A dialect file is invalid; the message names the file, line and key."""
+
+    schema_command = "trialbench schema --kind dialect"
 
 
 def load_dialect(path: Path) -> Dialect:
