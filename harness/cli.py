@@ -58,9 +58,9 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from harness.scenario import scenario_json_schema
+    from harness.schemas import json_schema
 
-    text = scenario_json_schema()
+    text = json_schema(args.kind)
     if args.out is None:
         sys.stdout.write(text)
     else:
@@ -82,11 +82,37 @@ def _cmd_trial(args: argparse.Namespace) -> int:
 
         print_plan(load_scenario(Path(args.scenario)))
         return 0
-    run_dir = run_trial(Path(args.scenario), results_root=Path(args.results),
-                        show_progress=not args.no_progress, callback_url=args.callback_url)
+    options = {"results_root": Path(args.results), "show_progress": not args.no_progress,
+               "callback_url": args.callback_url}
+    if args.simulate is None:
+        run_dir = run_trial(Path(args.scenario), **options)
+    else:  # the simulator on a free loopback port, and its credentials in the environment
+        import os
+
+        from harness.demo import fleet_env
+        from harness.simulator.process import start_simulator
+        from harness.simulator.profiles import load_fleet
+
+        fleet = load_fleet(Path(args.simulate))
+        with start_simulator(Path(args.simulate), seed=args.seed) as sim:
+            print(f"simulator: {sim.url} ({len(fleet.suppliers)} suppliers)")
+            env = {**os.environ, **fleet_env(fleet, sim.url)}
+            run_dir = run_trial(Path(args.scenario), env=env, **options)
     print(f"run folder: {run_dir}")
     print(f"report:     {run_dir / 'report.md'}")
     return _run_exit(run_dir)
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from harness.shipped import STARTER_FLEET, STARTER_SCENARIO, init_folder
+
+    folder = Path(args.folder)
+    for path in init_folder(folder, force=args.force):
+        print(f"wrote {path}")
+    print(f"next: trialbench trial {folder / STARTER_SCENARIO} --simulate "
+          f"{folder / STARTER_FLEET}\n(edit {STARTER_SCENARIO} for your suppliers; the "
+          "schemas beside it let an editor complete and check it)")
+    return DONE
 
 
 def _cmd_dialects(args: argparse.Namespace) -> int:
@@ -301,7 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the public URL suppliers send callbacks to (a tunnel or reverse "
                             "proxy forwarding to the receiver); replaces the scenario's "
                             "callback.public_url")
+    trial.add_argument("--simulate", default=None, metavar="FLEET",
+                       help="start the built-in simulator with this fleet first and point "
+                            "the scenario at it (e.g. scenarios/fleet-demo.yaml)")
+    trial.add_argument("--seed", type=int, default=None,
+                       help="simulator seed with --simulate (default: the fleet's)")
     trial.set_defaults(func=_cmd_trial)
+
+    init = sub.add_parser("init", help="copy a starter scenario, the demo fleet and the "
+                                       "schemas into a folder to edit",
+                          epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    init.add_argument("folder", metavar="DIR", help="the folder (created if missing)")
+    init.add_argument("--force", action="store_true",
+                      help="overwrite files of the same names already there")
+    init.set_defaults(func=_cmd_init)
 
     dialects = sub.add_parser("dialects", help="list the supplier dialects installed (shipped "
                                                "YAML dialects and trialbench.drivers plugins)")
@@ -394,10 +433,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--local-child", action="store_true", help=argparse.SUPPRESS)
     worker.set_defaults(func=_cmd_worker)
 
-    schema = sub.add_parser("schema", help="write the JSON Schema of scenario files")
+    schema = sub.add_parser("schema", help="write the JSON Schema of a kind of file you write "
+                                           "(scenario, fleet of simulator profiles, dialect)",
+                            epilog=EXIT_CODES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    schema.add_argument("--kind", default="scenario",
+                        choices=("scenario", "fleet", "profile", "dialect"),
+                        help="scenario (default; shipped as scenarios/scenario.schema.json), "
+                             "fleet or profile (simulator profiles: scenarios/"
+                             "fleet.schema.json), dialect (harness/drivers/dialects/"
+                             "dialect.schema.json)")
     schema.add_argument("--out", metavar="FILE", default=None,
-                        help="write to FILE instead of stdout "
-                             "(the shipped copy is scenarios/scenario.schema.json)")
+                        help="write to FILE instead of stdout")
     schema.set_defaults(func=_cmd_schema)
     check = sub.add_parser("check", help="judge runs on SLA thresholds, against a baseline "
                                          "and over a history; write JUnit and Markdown",
