@@ -115,6 +115,15 @@ def _cmd_init(args: argparse.Namespace) -> int:
     return DONE
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from harness.export import export_run
+
+    out = Path(args.out) if args.out else None
+    for path in export_run(Path(args.run), args.format, out, tables=args.table):
+        print(f"wrote {path}")
+    return DONE
+
+
 def _cmd_dialects(args: argparse.Namespace) -> int:
     from harness.drivers.dialect import dialect_json_schema, installed_drivers, load_dialect
 
@@ -432,6 +441,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the master's address, as printed by `trialbench burst`")
     worker.add_argument("--local-child", action="store_true", help=argparse.SUPPRESS)
     worker.set_defaults(func=_cmd_worker)
+
+    export = sub.add_parser("export", help="write a run's tables as CSV, JSON or Parquet "
+                                           "(money as exact decimal strings in CSV and JSON)",
+                            epilog=EXIT_CODES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("run", metavar="RUN", help="the run folder, e.g. results/<run-id>")
+    export.add_argument("--format", required=True, choices=("csv", "json", "parquet"),
+                        help="csv or json (one file per table; times ISO 8601 UTC, money as "
+                             "decimal strings), or parquet (the tables' own types)")
+    export.add_argument("--out", metavar="DIR", default=None,
+                        help="where the files go (default RUN/export/)")
+    export.add_argument("--table", action="append", default=None, metavar="NAME",
+                        help="only this table (orders, codes, refunds, suppliers, timeline); "
+                             "repeat for several (default: every table)")
+    export.set_defaults(func=_cmd_export)
 
     schema = sub.add_parser("schema", help="write the JSON Schema of a kind of file you write "
                                            "(scenario, fleet of simulator profiles, dialect)",

@@ -655,31 +655,76 @@ def _reap(children: list[subprocess.Popen[bytes]]) -> None:
             stop_process(child)
 
 
-def print_summary(run_dir: Path, console: Console) -> None:
-    """Achieved vs scheduled rate and latency percentiles per supplier, from the tables."""
-    from harness.results import burst_summary
+SUMMARY_COLUMNS = ("supplier", "sent/sched", "per s", "slip", "acc", "dlv", "errors",
+                   "p50/p95/p99 acc ms", "p95 dlv ms", "req/ord", "bad codes", "fee")
+SUMMARY_NOTE = ("req/ord: POSTs and resolution GETs per scheduled order (polls of held "
+                "orders apart); bad codes: of codes checked; fee: hidden fee per order, "
+                "from the balance")
 
-    frame = burst_summary(run_dir)
-    console.print()
-    table = Table(title=f"burst summary: {run_dir.name}", padding=(0, 1))
-    for title in ("supplier", "sent/sched", "per s", "slip", "acc", "dlv", "errors",
-                  "p50/p95/p99 acc ms", "p95 dlv ms", "req/ord", "bad codes", "fee"):
-        table.add_column(title, justify="left" if title in ("supplier", "errors") else "right")
+
+def _summary_rows(frame: Any) -> list[list[str]]:
+    rows = []
     for row in frame.to_dict("records"):
-        errors = burst_error_text(row)
-        table.add_row(
+        rows.append([
             str(row["supplier"]), f"{row['sent']}/{row['scheduled']}",
             f"{row['sent/s']:.1f}/{row['sched/s']:.1f}", str(row["slipped"]),
-            str(row["accepted"]), str(row["delivered"]), errors,
+            str(row["accepted"]), str(row["delivered"]), burst_error_text(row),
             "/".join(_ms(row[f"accept p{q} ms"]) for q in (50, 95, 99)),
             _ms(row["deliver p95 ms"]), f"{row['writes+resolves/order']:.2f}",
             _bad_codes(row["bad codes"], row["codes checked"]),
-            "-" if math.isnan(row["hidden fee/order"]) else f"{row['hidden fee/order']:.2f}")
+            "-" if math.isnan(row["hidden fee/order"]) else f"{row['hidden fee/order']:.2f}"])
+    return rows
+
+
+def print_summary(run_dir: Path, console: Console) -> None:
+    """Achieved vs scheduled rate and latency percentiles per supplier, from the tables;
+    also written to the run folder as ``report.md`` and ``summary.csv``, as a trial's are."""
+    from harness.results import burst_summary
+
+    frame = burst_summary(run_dir)
+    rows = _summary_rows(frame)
+    write_burst_summary(run_dir, frame, rows)
+    console.print()
+    table = Table(title=f"burst summary: {run_dir.name}", padding=(0, 1))
+    for title in SUMMARY_COLUMNS:
+        table.add_column(title, justify="left" if title in ("supplier", "errors") else "right")
+    for cells in rows:
+        table.add_row(*cells)
     console.print(table)
-    console.print("req/ord: POSTs and resolution GETs per scheduled order (polls of held "
-                  "orders apart); bad codes: of codes checked; fee: hidden fee per order, "
-                  "from the balance")
+    console.print(SUMMARY_NOTE)
     console.print(f"run folder: {run_dir}")
+    console.print(f"summary:    {run_dir / 'report.md'}")
+
+
+def write_burst_summary(run_dir: Path, frame: Any, rows: list[list[str]]) -> None:
+    """``summary.csv`` (one row per supplier, every column of
+    :func:`harness.results.burst_summary`; latencies in ms from the intended start) and
+    ``report.md`` (the printed table) in the run folder."""
+    import json
+
+    flat = frame.copy()
+    if "bad codes" in flat:
+        flat["bad codes"] = flat["bad codes"].map(
+            lambda counts: " ".join(f"{k}:{v}" for k, v in sorted(counts.items())) or "-")
+    flat.to_csv(run_dir / "summary.csv", index=False)
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    state = ("interrupted" if manifest.get("interrupted") else
+             f"failed: {manifest['failed']}" if manifest.get("failed") else
+             f"aborted: {manifest['burst_aborted']}" if manifest.get("burst_aborted") else
+             "finished")
+    lines = [f"# Burst summary: {run_dir.name}", "",
+             f"The burst {state}. Latencies are measured from each order's intended start "
+             "(open model), so a supplier's queue shows; Locust's own statistics are not "
+             "used.", "",
+             "| " + " | ".join(SUMMARY_COLUMNS) + " |",
+             "|" + "---|" * len(SUMMARY_COLUMNS)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+              for cells in rows]
+    lines += ["", SUMMARY_NOTE + ".", "",
+              "Every table is in the run folder (`orders.parquet`, `timeline.parquet`, ...; "
+              "`schema.json` documents each column); `trialbench export RUN --format csv` "
+              "writes them as CSV.", ""]
+    (run_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
 
 
 def _bad_codes(bad: dict[str, int], checked: int) -> str:
@@ -696,4 +741,5 @@ def _ms(value: float) -> str:
 
 
 __all__ = ["BurstShape", "Hub", "SupplierLive", "WorkerWatch", "burst_worst_case_cost",
-           "percentile", "print_burst_plan", "print_summary", "run_burst", "terminal"]
+           "percentile", "print_burst_plan", "print_summary", "run_burst", "terminal",
+           "write_burst_summary"]
