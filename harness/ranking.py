@@ -44,7 +44,7 @@ Pure pandas/scipy/numpy (never Locust). The steps, each documented where it is d
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -72,6 +72,7 @@ from harness.ranking_config import (
 
 FloatArray = np.ndarray[tuple[int, ...], np.dtype[np.float64]]
 _BOOTSTRAP_CELLS = 2_000_000  # most (draws x orders) index cells held at once
+_BLOCK_CELLS = 60_000_000  # most (blocks x orders) counts the p95 bisection holds (int32)
 
 
 def value(points: Anchor, x: FloatArray | float) -> FloatArray:
@@ -95,7 +96,14 @@ def _beta(rng: np.random.Generator, k: int, n: int, size: int) -> FloatArray:
 
 def _cost_draws(rng: np.random.Generator, sold: pd.DataFrame, fee: Mapping[str, float],
                 hidden_per_order: float, size: int) -> FloatArray:
-    """Bootstrap over sold orders of the cost rate (a ratio of sums)."""
+    """Bootstrap over sold orders of the cost rate (a ratio of sums).
+
+    Resampling ``m`` orders with replacement only matters through how many times each
+    distinct (revenue, spend) pair is drawn, so each draw is one multinomial over the
+    distinct pairs with their observed shares: the same bootstrap distribution as an
+    index gather of ``m`` orders, at a cost of (draws x distinct pairs), not (draws x m).
+    When nearly every order is distinct (amounts that vary per order), it gathers indices
+    in chunks instead."""
     revenue = (sold["sale_price"].astype(float) * units_delivered(sold)).to_numpy(float)
     hidden = 0.0 if np.isnan(hidden_per_order) else hidden_per_order
     purchase = sold["amount"].astype(float).to_numpy(float)
@@ -103,6 +111,13 @@ def _cost_draws(rng: np.random.Generator, sold: pd.DataFrame, fee: Mapping[str, 
              + fee.get("platform_pct", 0.0) / 100 * revenue
              + fee.get("fixed_per_order", 0.0) + hidden)
     m = len(revenue)
+    pairs, counts = np.unique(np.column_stack([revenue, spend]), axis=0, return_counts=True)
+    if len(pairs) * 4 <= m:
+        picks = rng.multinomial(m, counts / m, size).astype(float)
+        rev = picks @ pairs[:, 0]
+        out: FloatArray = np.divide(picks @ pairs[:, 1], rev, out=np.full(size, np.inf),
+                                    where=rev > 0)
+        return out
     out = np.empty(size)
     step = max(1, _BOOTSTRAP_CELLS // m)
     for start in range(0, size, step):
@@ -110,6 +125,52 @@ def _cost_draws(rng: np.random.Generator, sold: pd.DataFrame, fee: Mapping[str, 
         rev = revenue[idx].sum(axis=1)
         out[start:start + len(idx)] = np.divide(spend[idx].sum(axis=1), rev,
                                                 out=np.full(len(idx), np.inf), where=rev > 0)
+    return out
+
+
+def _p95_of_block_draws(values: list[FloatArray], picks: np.ndarray[tuple[int, ...],
+                        np.dtype[np.int64]]) -> FloatArray:
+    """``np.percentile(concatenate(values[i] for i in row), 95)`` for every row of
+    ``picks`` (block indices drawn with replacement), without building any row.
+
+    Every value is sorted once; a draw is the count of times it picked each block, and its
+    p95 (linear interpolation between the two closest ranks, as ``np.percentile``) is
+    found by bisecting the sorted values on the draw's weighted count of values at or
+    below each one (``below[b, j]``: values of block ``b`` among the ``j + 1`` smallest).
+    Cost: draws x blocks x log(values), not draws x values."""
+    size, n_blocks = picks.shape
+    sizes = np.array([len(v) for v in values])
+    flat = np.concatenate(values)
+    owner = np.repeat(np.arange(n_blocks), sizes)
+    order = np.argsort(flat, kind="stable")
+    ranked, owner = flat[order], owner[order]
+    counts = np.bincount((picks + np.arange(size)[:, None] * n_blocks).ravel(),
+                         minlength=size * n_blocks).reshape(size, n_blocks)
+    total = counts @ sizes
+    h = (total - 1) * 0.95
+    low = np.floor(h).astype(np.int64)
+    frac = h - low
+    n = len(ranked)
+    chunk = max(1, _BOOTSTRAP_CELLS // max(1, n))
+    below = np.empty((n_blocks, n), dtype=np.int32)
+    for start in range(0, n_blocks, chunk):
+        stop = min(n_blocks, start + chunk)
+        below[start:stop] = np.cumsum(owner[None, :] == np.arange(start, stop)[:, None],
+                                      axis=1, dtype=np.int32)
+
+    def value_at(rank: np.ndarray[tuple[int, ...], np.dtype[np.int64]]) -> FloatArray:
+        lo, hi = np.zeros(size, dtype=np.int64), np.full(size, n - 1, dtype=np.int64)
+        while (lo < hi).any():  # smallest j whose weighted count reaches rank + 1
+            mid = (lo + hi) // 2
+            reached = np.einsum("db,bd->d", counts, below[:, mid]) >= rank + 1
+            hi = np.where(reached, mid, hi)
+            lo = np.where(reached, lo, mid + 1)
+        found: FloatArray = ranked[lo]
+        return found
+
+    a = value_at(low)
+    b = value_at(np.minimum(low + 1, total - 1))
+    out: FloatArray = np.where(frac >= 0.5, b - (b - a) * (1 - frac), a + (b - a) * frac)
     return out
 
 
@@ -128,8 +189,10 @@ def _latency_growth_draws(rng: np.random.Generator, burst: pd.DataFrame, block_s
         blocks = [g.to_numpy(float) for _, g in lat[mask].groupby(
             [burst.loc[mask, "run_id"], block[mask]])]
         picks = rng.integers(0, len(blocks), (size, len(blocks)))
-        p95[third] = np.array([np.percentile(np.concatenate([blocks[i] for i in row]), 95)
-                               for row in picks])
+        cells = len(blocks) * sum(len(b) for b in blocks)
+        p95[third] = _p95_of_block_draws(blocks, picks) if cells <= _BLOCK_CELLS else \
+            np.array([np.percentile(np.concatenate([blocks[i] for i in row]), 95)
+                      for row in picks])
     growth: FloatArray = np.divide(p95[2], p95[0], out=np.full(size, np.inf),
                                    where=p95[0] > 0)
     return growth
@@ -383,8 +446,12 @@ def _score_draws(evidence: Evidence, name: str, weights: Mapping[str, float],
 def rank_suppliers(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.DataFrame,
                    suppliers: pd.DataFrame,
                    fees: Mapping[str, Mapping[str, float]] | None = None,
-                   config: RankingConfig | None = None) -> Ranking:
-    """Rank every supplier in the tables; see the module docstring for each step."""
+                   config: RankingConfig | None = None,
+                   extra_findings: Sequence[Mapping[str, object]] = ()) -> Ranking:
+    """Rank every supplier in the tables; see the module docstring for each step.
+    ``extra_findings`` (rows of :data:`FINDINGS_COLUMNS`, e.g. the qualification findings
+    of :func:`harness.analysis.qualification_findings`) join each supplier's findings and
+    gate it where their ``gates`` is true."""
     config = config or RankingConfig()
     metrics = supplier_metrics(orders, codes, refunds, suppliers, fees,
                                refund_deadline_s=config.refund_deadline_s)
@@ -417,7 +484,8 @@ def rank_suppliers(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.DataFr
         for crit in CRITERIA:
             record[f"{crit}_estimate"] = evidence.points.get(crit, float("nan"))
             record[f"{crit}_value"] = point_values.get(crit, float("nan"))
-        found = gate_findings(row, config)
+        found = gate_findings(row, config) + [dict(f) for f in extra_findings
+                                              if f["supplier"] == name]
         findings += found
         reasons = [str(f["kind"]) for f in found if f["gates"]]
         lo, med, hi = np.percentile(score, [2.5, 50, 97.5])
