@@ -76,6 +76,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_trial(args: argparse.Namespace) -> int:
     from harness.run.trial import run_trial
 
+    _use_lang(args)
     if args.dry_run:
         from harness.run.trial import print_plan
         from harness.scenario import load_scenario
@@ -197,6 +198,7 @@ def _probe_suppliers(scenario_path: Path) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from harness.run.resume import resume_run
 
+    _use_lang(args)
     run_dir = Path(args.run)
     if not (run_dir / "manifest.json").is_file():
         print(f"trialbench: error: {run_dir}: not a run folder (no manifest.json); see "
@@ -211,35 +213,53 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from harness.demo import run_demo
 
+    _use_lang(args)
     run_demo(results_root=Path(args.results), seed=args.seed,
              show_progress=not args.no_progress)
     return 0
 
 
-def _cmd_rank(args: argparse.Namespace) -> int:
-    from harness.analysis import analyse_runs, headline
-    from harness.ranking import write_ranking_csv
-    from harness.report import print_ranking
+def _use_lang(args: argparse.Namespace) -> str:
+    """The language of ``--lang`` (else $TRIALBENCH_LANG, else the locale); a command that
+    runs a trial hands it on through $TRIALBENCH_LANG to the summary it prints."""
+    import os
 
+    from harness.i18n import LANG_ENV, resolve_lang
+
+    lang = resolve_lang(args.lang)
+    if args.lang:
+        os.environ[LANG_ENV] = lang
+    return lang
+
+
+def _cmd_rank(args: argparse.Namespace) -> int:
+    from harness.analysis import analyse_runs
+    from harness.i18n import resolve_lang, text
+    from harness.ranking import write_ranking_csv
+    from harness.report import print_analysis
+
+    lang = resolve_lang(args.lang)
     runs = [Path(r) for r in args.runs]
     analysis = analyse_runs(runs, allow_partial=args.allow_partial)
     _name_partial_runs(analysis.tables.manifests)
-    print_ranking(analysis.ranking, analysis.config)
-    print(headline(analysis))  # the same headline as the report and the demo
+    print_analysis(analysis, lang=lang)  # the same headline as the report and the demo
     path = write_ranking_csv(analysis.ranking, Path(args.out) if args.out else runs[0])
-    print(f"ranking:    {path}")
+    print(text("terminal.ranking_path", lang, path=path))
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from harness.analysis import analyse_runs, headline
+    from harness.analysis import analyse_runs
+    from harness.i18n import resolve_lang, text
     from harness.report import write_report
+    from harness.wording import headline
 
+    lang = resolve_lang(args.lang)
     analysis = analyse_runs([Path(r) for r in args.runs], allow_partial=args.allow_partial)
     _name_partial_runs(analysis.tables.manifests)
-    path = write_report(analysis, Path(args.out) if args.out else None)
-    print(headline(analysis))
-    print(f"report:     {path}")
+    path = write_report(analysis, Path(args.out) if args.out else None, lang=lang)
+    print(headline(analysis, lang))
+    print(text("terminal.report_path", lang, path=path))
     return 0
 
 
@@ -341,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the scenario at it (e.g. scenarios/fleet-demo.yaml)")
     trial.add_argument("--seed", type=int, default=None,
                        help="simulator seed with --simulate (default: the fleet's)")
+    trial.add_argument("--lang", choices=("zh", "en"), default=None,
+                       help="language of the summary (terminal and report.md): zh or en "
+                            "(default: $TRIALBENCH_LANG, else the locale, else en)")
     trial.set_defaults(func=_cmd_trial)
 
     init = sub.add_parser("init", help="copy a starter scenario, the demo fleet and the "
@@ -368,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where run folders go (default results/)")
     demo.add_argument("--seed", type=int, default=None, help="simulator seed (default: fleet's)")
     demo.add_argument("--no-progress", action="store_true", help="no live progress table")
+    demo.add_argument("--lang", choices=("zh", "en"), default=None,
+                      help="language of the summary, ranking and report: zh or en "
+                           "(default: $TRIALBENCH_LANG, else the locale, else en)")
     demo.set_defaults(func=_cmd_demo)
 
     rank = sub.add_parser("rank", help="rank the suppliers of one or more runs; write "
@@ -381,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--allow-partial", action="store_true",
                       help="also use interrupted runs (named as partial); by default they "
                            "are refused until `trialbench resume` finishes them")
+    rank.add_argument("--lang", choices=("zh", "en"), default=None,
+                      help="language of the table, order and headline: zh or en (default: "
+                           "$TRIALBENCH_LANG, else the locale, else en); the CSVs stay English")
     rank.set_defaults(func=_cmd_rank)
 
     report = sub.add_parser("report", help="write a self-contained HTML report of one or "
@@ -392,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where report.html goes (default: the first run folder)")
     report.add_argument("--allow-partial", action="store_true",
                         help="also use interrupted runs (named as partial in the report)")
+    report.add_argument("--lang", choices=("zh", "en"), default=None,
+                        help="language of the report (text, tables, figure labels) and of "
+                             "what is printed: zh or en (default: $TRIALBENCH_LANG, else "
+                             "the locale, else en)")
 
     resume = sub.add_parser("resume", help="finish an interrupted run: ask each supplier "
                                            "about every unsettled order and refund, then "
@@ -400,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     resume.add_argument("run", metavar="RUN", help="the run folder, e.g. results/<run-id>")
     resume.add_argument("--no-progress", action="store_true", help="no live progress table")
+    resume.add_argument("--lang", choices=("zh", "en"), default=None,
+                        help="language of the summary: zh or en (default: $TRIALBENCH_LANG, "
+                             "else the locale, else en)")
     resume.set_defaults(func=_cmd_resume)
     report.set_defaults(func=_cmd_report)
 

@@ -56,15 +56,16 @@ def run_demo(*, fleet_path: Path = DEMO_FLEET, scenario_path: Path = DEMO_SCENAR
         env = {**(environ if environ is not None else os.environ), **fleet_env(fleet, sim.url)}
         run_dir = run_trial(scenario_path, results_root=results_root, env=env,
                             show_progress=show_progress)
-    from harness.analysis import analyse_runs, headline
+    from harness.analysis import analyse_runs
+    from harness.i18n import resolve_lang
     from harness.ranking import write_ranking_csv
-    from harness.report import print_ranking, write_report
+    from harness.report import print_analysis, write_report
 
+    lang = resolve_lang(None)  # --lang reaches here as $TRIALBENCH_LANG, as in the summary
     analysis = analyse_runs([run_dir])
-    print_ranking(analysis.ranking, analysis.config, console)
-    console.print(headline(analysis), highlight=False)
+    print_analysis(analysis, console, lang=lang)
     write_ranking_csv(analysis.ranking, run_dir)
-    report = write_report(analysis)
+    report = write_report(analysis, lang=lang)
     console.print(f"run folder: {run_dir}")
     console.print(f"summary:    {run_dir / 'report.md'}")
     console.print(f"report:     {report}")

@@ -8,6 +8,12 @@ figures, then the tables. Figures are
 matplotlib :class:`~matplotlib.figure.Figure` objects drawn without pyplot (so no GUI
 backend and no global state) and embedded as base64 PNG: the file needs nothing else.
 
+Every word comes from the catalogue of the reader's language (``lang``: ``en`` or
+``zh``, :mod:`harness.i18n`; sentences from :mod:`harness.wording`), suppliers appear by
+their display name, and the HTML is the Jinja2 template ``harness/templates/report.html.j2``
+filled with those words and the tables' cells (autoescaped). Chinese figures use a CJK
+font (:mod:`harness.i18n.fonts`), or English labels when none is installed.
+
 Each ``figure_*`` function takes plain data and returns a Figure, so a notebook can draw
 them for any ranking it computes:
 
@@ -25,11 +31,13 @@ them for any ranking it computes:
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
+from typing import Any, ParamSpec
 
 import numpy as np
 import pandas as pd
@@ -38,22 +46,27 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.analysis import (
-    RunAnalysis,
+from harness.analysis import RunAnalysis, load_table, percent_interval
+from harness.events import parse_error_counts
+from harness.i18n import html_lang, text
+from harness.i18n.fonts import figure_fonts, figure_lang
+from harness.i18n.vocabulary import error_counts, term
+from harness.metrics import BAD_VERDICTS, seconds
+from harness.ranking import Ranking
+from harness.ranking_config import CRITERIA, GATED, INSUFFICIENT, RankingConfig
+from harness.wording import (
+    QUALIFICATION_KINDS,
     above_statements,
+    display,
     evidence_limits,
     finding_text,
+    findings_of,
     gate_texts,
     headline,
-    load_table,
     order_statement,
-    percent_interval,
     settle_sentences,
     verdict_sentences,
 )
-from harness.metrics import seconds
-from harness.ranking import Ranking
-from harness.ranking_config import CRITERIA, GATED, INSUFFICIENT, RankingConfig
 
 __all__ = [
     "TIER_COLOURS",
@@ -82,48 +95,76 @@ _RICH_TIER = {"gold": "bold yellow", "silver": "bold white", "bronze": "bold dar
 # --------------------------------------------------------------------------- terminal
 
 
-def ranking_table(ranking: Ranking) -> Table:
+def ranking_table(ranking: Ranking, *, lang: str = "en", names: Mapping[str, str] | None = None,
+                  findings: pd.DataFrame | None = None) -> Table:
     """The ranking as a rich table: rank, rank interval, supplier, tier, score, gates."""
-    table = Table(title="supplier ranking",
-                  caption="score: median [95% interval] over the draws; rank interval: 95% "
-                          "of the draws' ranks; gated: took money without delivering value, "
-                          "ranked below every supplier no gate holds")
-    for name, justify in (("rank", "right"), ("rank interval", "right"), ("supplier", "left"),
-                          ("tier", "left"), ("score", "right"), ("gates", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    found = ranking.findings if findings is None else findings
+    table = Table(title=text("terminal.ranking_title", lang),
+                  caption=text("terminal.ranking_caption", lang))
+    for key, justify in (("rank", "right"), ("rank_interval", "right"), ("supplier", "left"),
+                         ("tier", "left"), ("score", "right"), ("gates", "left")):
+        table.add_column(text(f"th.{key}", lang), justify=justify)  # type: ignore[arg-type]
     for row in ranking.table.itertuples():
         table.add_row(
-            str(row.rank), str(row.rank_interval), str(row.supplier),
-            f"[{_RICH_TIER.get(str(row.tier), '')}]{row.tier}[/]",
+            str(row.rank), str(row.rank_interval), escape(display(str(row.supplier), names)),
+            f"[{_RICH_TIER.get(str(row.tier), '')}]{escape(term('tier', str(row.tier), lang))}[/]",
             f"{row.score_median:.2f} [{row.score_lo:.2f}, {row.score_hi:.2f}]",
-            escape(", ".join(gate_texts(ranking, str(row.supplier), short=True))) or "-")
+            escape(text("join.list", lang).join(
+                gate_texts(found, str(row.supplier), short=True, lang=lang))) or "-")
     return table
 
 
-def print_ranking(ranking: Ranking, config: RankingConfig, console: Console | None = None
-                  ) -> None:
+def print_ranking(ranking: Ranking, config: RankingConfig, console: Console | None = None, *,
+                  lang: str = "en", names: Mapping[str, str] | None = None,
+                  findings: pd.DataFrame | None = None) -> None:
     """Print the ranking table, the order with its ties and gated suppliers, every
-    "A above B", and how many orders would settle each tie or too-wide interval. The
-    headline (:func:`harness.analysis.headline`) follows it in ``rank`` and the demo."""
+    "A above B", and how many orders would settle each tie or too-wide interval, in
+    ``lang`` with display ``names``. The headline (:func:`harness.wording.headline`)
+    follows it in ``rank`` and the demo."""
     console = console or Console()
     if not console.is_terminal:
         console.width = max(console.width, 110)  # logs and CI: do not wrap the table
-    console.print(ranking_table(ranking))
-    console.print(f"order: [bold]{escape(order_statement(ranking))}[/]  "
-                  f"(>: P ≥ {config.beats_min_prob:.2f} for every pair across; =: tie)",
+    console.print(ranking_table(ranking, lang=lang, names=names, findings=findings))
+    console.print(f"{text('order.label', lang)} "
+                  f"[bold]{escape(order_statement(ranking, lang, names))}[/]  "
+                  f"{escape(text('order.help', lang, p=config.beats_min_prob))}",
                   highlight=False)
-    lines = above_statements(ranking, config.beats_min_prob)
+    lines = above_statements(ranking, config.beats_min_prob, lang, names)
     for line in lines:
         console.print(f"  {escape(line)}", highlight=False)
     if not lines and sum(len(g) for g in ranking.groups) > 1:
-        console.print("  no supplier is above another with P ≥ "
-                      f"{config.beats_min_prob:.2f}: they all tie on this evidence",
+        console.print("  " + escape(text("order.none_above", lang, p=config.beats_min_prob)),
                       highlight=False)
-    for line in settle_sentences(ranking):
+    for line in settle_sentences(ranking, lang, names):
         console.print(f"  {escape(line)}", highlight=False)
 
 
+def print_analysis(analysis: RunAnalysis, console: Console | None = None, *,
+                   lang: str = "en") -> None:
+    """The ranking (:func:`print_ranking`) and the headline, as ``rank`` and the demo print
+    them: display names, qualification findings included."""
+    console = console or Console()
+    print_ranking(analysis.ranking, analysis.config, console, lang=lang,
+                  names=analysis.display_names, findings=findings_of(analysis))
+    console.print(escape(headline(analysis, lang)), highlight=False)
+
+
 # --------------------------------------------------------------------------- figures
+
+
+P = ParamSpec("P")
+
+
+def _localised(draw: Callable[P, Figure]) -> Callable[P, Figure]:
+    """Draw the figure with the fonts of its ``lang`` keyword (a CJK font for ``zh``; the
+    texts keep it). Without one, ``zh`` falls back to English labels (said once)."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Figure:
+        with figure_fonts(figure_lang(str(kwargs.get("lang", "en")))):
+            return draw(*args, **kwargs)
+
+    return wrapper
 
 
 def _colours(names: Sequence[str]) -> dict[str, str]:
@@ -132,64 +173,72 @@ def _colours(names: Sequence[str]) -> dict[str, str]:
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
+@_localised
 def figure_delivery_ecdf(orders: pd.DataFrame, deadlines_s: Iterable[float],
-                         suppliers: Sequence[str] | None = None) -> Figure:
+                         suppliers: Sequence[str] | None = None, *, lang: str = "en",
+                         names: Mapping[str, str] | None = None) -> Figure:
     """Share of sent trial orders delivered by time t (s, log axis), per supplier.
 
     Orders never delivered keep a curve below 1, so its height at the SLA line is the
-    SLA share.
+    SLA share. Labels in ``lang``, suppliers by their display ``names``.
     """
+    lang = figure_lang(lang)
     trial = orders[(orders["mode"] == "trial") & (orders["state"] != "skipped")]
-    names = list(suppliers) if suppliers is not None else sorted(trial["supplier"].unique())
-    colours = _colours(names)
+    order = list(suppliers) if suppliers is not None else sorted(trial["supplier"].unique())
+    colours = _colours(order)
     fig = Figure(figsize=(8, 4.2), layout="constrained")
     ax = fig.add_subplot()
     top = 1.0
-    for name in names:
+    for name in order:
         own = trial[trial["supplier"] == name]
         times = np.sort(own["delivery_ms"].dropna().to_numpy(float) / 1000)
         if not len(own) or not len(times):
             continue
         share = np.arange(1, len(times) + 1) / len(own)
         ax.step(np.concatenate([[times[0]], times]), np.concatenate([[0.0], share]),
-                where="post", label=f"{name} ({len(times)}/{len(own)} delivered)",
+                where="post", label=text("fig.delivered_legend", lang,
+                                         name=display(name, names), k=len(times),
+                                         n=len(own)),
                 color=colours[name], lw=1.8)
         top = max(top, float(times[-1]))
     for deadline in deadlines_s:
         ax.axvline(deadline, color="black", ls="--", lw=1)
-        ax.text(deadline, 0.02, f" SLA {deadline:g} s", rotation=90, va="bottom", fontsize=8)
+        ax.text(deadline, 0.02, text("fig.sla_line", lang, s=deadline), rotation=90,
+                va="bottom", fontsize=8)
     ax.set_xscale("log")
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("delivery time from the intended send (s, log scale)")
-    ax.set_ylabel("share of orders delivered")
-    ax.set_title("Delivery time: share of trial orders delivered by t")
+    ax.set_xlabel(text("fig.delivery_x", lang))
+    ax.set_ylabel(text("fig.delivery_y", lang))
+    ax.set_title(text("fig.delivery_title", lang))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     return fig
 
 
-_RATE_PANELS = (("sla_share", "delivered within the SLA"), ("validity", "codes valid"),
-                ("refund_completion", "refunds completed"),
-                ("refund_credit", "completed refunds credited"))
+_RATE_PANELS = ("sla_share", "validity", "refund_completion", "refund_credit")
 
 
+@_localised
 def figure_rates(metrics: pd.DataFrame, suppliers: Sequence[str],
-                 validity_floor: float | None = None) -> Figure:
+                 validity_floor: float | None = None, *, lang: str = "en",
+                 names: Mapping[str, str] | None = None) -> Figure:
     """SLA share, validity, refund completion and credit: point and 95% Jeffreys interval.
 
     ``metrics`` needs the ``<rate>_lo``/``_hi`` columns of
     :func:`harness.metrics.rate_intervals`, indexed or keyed by supplier.
     """
+    lang = figure_lang(lang)
     table = metrics.set_index("supplier", drop=False) if "supplier" in metrics else metrics
     fig = Figure(figsize=(10, 1.2 + 0.45 * len(suppliers) * 2), layout="constrained")
     axes = fig.subplots(2, 2, sharey=True)
     y = np.arange(len(suppliers))[::-1]
-    for ax, (rate, title) in zip(axes.flat, _RATE_PANELS, strict=True):
+    for ax, rate in zip(axes.flat, _RATE_PANELS, strict=True):
         for yi, name in zip(y, suppliers, strict=True):
             row = table.loc[name]
             n = int(row[f"{rate}_n"])
             if not n:
-                ax.text(0.5, yi, "no data", va="center", ha="center", fontsize=8, color="grey")
+                ax.text(0.5, yi, text("fig.no_data", lang), va="center", ha="center",
+                        fontsize=8, color="grey")
                 continue
             point, lo, hi = float(row[rate]), float(row[f"{rate}_lo"]), float(row[f"{rate}_hi"])
             ax.errorbar(point, yi, xerr=[[point - lo], [hi - point]], fmt="o", color="#333",
@@ -198,19 +247,23 @@ def figure_rates(metrics: pd.DataFrame, suppliers: Sequence[str],
                     transform=ax.get_yaxis_transform())
         if rate == "validity" and validity_floor is not None:
             ax.axvline(validity_floor, color="#d62728", ls="--", lw=1)
-            ax.text(validity_floor, y[0] + 0.45, f"floor {validity_floor:g}", fontsize=7,
+            ax.text(validity_floor, y[0] + 0.45, text("fig.floor", lang, floor=validity_floor),
+                    fontsize=7,
                     color="#d62728", ha="right")
         ax.set_xlim(-0.02, 1.02)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(text(f"fig.rate_{rate}", lang), fontsize=10)
         ax.grid(True, axis="x", alpha=0.3)
     for ax in axes[:, 0]:
-        ax.set_yticks(y, list(suppliers))
-    fig.suptitle("Rates with 95% intervals (Jeffreys); k/n at the right")
+        ax.set_yticks(y, [display(s, names) for s in suppliers])
+    fig.suptitle(text("fig.rates_title", lang))
     return fig
 
 
-def figure_scores(ranking: Ranking, config: RankingConfig) -> Figure:
+@_localised
+def figure_scores(ranking: Ranking, config: RankingConfig, *, lang: str = "en",
+                  names: Mapping[str, str] | None = None) -> Figure:
     """Score median and 95% interval per supplier, filled by tier, with the tier lines."""
+    lang = figure_lang(lang)
     table = ranking.table
     fig = Figure(figsize=(8, 0.9 + 0.5 * len(table)), layout="constrained")
     ax = fig.add_subplot()
@@ -220,15 +273,16 @@ def figure_scores(ranking: Ranking, config: RankingConfig) -> Figure:
         ax.barh(yi, row.score_hi - row.score_lo, left=row.score_lo, height=0.55, color=colour,
                 edgecolor="#333", ls="--" if row.tier == INSUFFICIENT else "-")
         ax.plot([row.score_median], [yi], "k|", ms=14, mew=2)
-        label = str(row.tier)
+        label = term("tier", str(row.tier), lang)
         ax.text(1.01, yi, label, va="center", fontsize=8, transform=ax.get_yaxis_transform())
     for name, rule in (("gold", config.gold), ("silver", config.silver),
                        ("bronze", config.bronze)):
         ax.axvline(rule.min_score, color=TIER_COLOURS[name], lw=2, alpha=0.8)
-    ax.set_yticks(y, [f"{r.rank}. {r.supplier}" for r in table.itertuples()])
+    ax.set_yticks(y, [f"{r.rank}. {display(str(r.supplier), names)}"
+                      for r in table.itertuples()])
     ax.set_xlim(0, 1)
-    ax.set_xlabel("score (0–1): bar = 95% interval, tick = median; lines: tier thresholds")
-    ax.set_title("Scores with their uncertainty")
+    ax.set_xlabel(text("fig.scores_x", lang))
+    ax.set_title(text("fig.scores_title", lang))
     ax.grid(True, axis="x", alpha=0.3)
     return fig
 
@@ -265,7 +319,8 @@ def _timeline_from_orders(orders: pd.DataFrame, bin_s: float) -> pd.DataFrame:
     return out.reset_index()
 
 
-def figure_burst_timeline(orders: pd.DataFrame, timeline: pd.DataFrame | None = None
+def figure_burst_timeline(orders: pd.DataFrame, timeline: pd.DataFrame | None = None, *,
+                          lang: str = "en", names: Mapping[str, str] | None = None
                           ) -> Figure | None:
     """Per second of the bursts: scheduled vs accepted rate, p95 acceptance, errors.
 
@@ -276,38 +331,46 @@ def figure_burst_timeline(orders: pd.DataFrame, timeline: pd.DataFrame | None = 
     if timeline is not None and not timeline.empty:
         data = timeline.assign(errors=timeline[[c for c in _ERROR_COUNTS
                                                 if c in timeline]].sum(axis=1))
-        error_label = "failed requests/s\n(every class but 404s to GETs)"
+        error_key = "fig.burst_errors_requests"
     elif (orders["mode"] == "burst").any():
         data = _timeline_from_orders(orders, 1.0)
-        error_label = "orders never accepted /s"
+        error_key = "fig.burst_errors_orders"
     else:
         return None
+    return _draw_burst_timeline(data, error_key, lang=lang, names=names)
+
+
+@_localised
+def _draw_burst_timeline(data: pd.DataFrame, error_key: str, *, lang: str = "en",
+                         names: Mapping[str, str] | None = None) -> Figure:
+    lang = figure_lang(lang)
+    error_label = text(error_key, lang)
     data = data.astype({"second": int})
-    names = sorted(str(n) for n in data["supplier"].unique())
-    colours = _colours(names)
+    order = sorted(str(n) for n in data["supplier"].unique())
+    colours = _colours(order)
     fig = Figure(figsize=(9, 7.5), layout="constrained")
     ax_rate, ax_p95, ax_err = fig.subplots(3, 1, sharex=True)
     seconds_axis = np.arange(0, int(data["second"].max()) + 1)
     totals = data.groupby("second")[["scheduled", "accepted"]].sum().reindex(
         seconds_axis, fill_value=0)
     ax_rate.step(seconds_axis, totals["scheduled"], where="post", color="black", ls="--",
-                 label="scheduled")
+                 label=text("fig.burst_scheduled", lang))
     ax_rate.step(seconds_axis, totals["accepted"], where="post", color="#1f77b4",
-                 label="accepted")
-    ax_rate.set_ylabel("orders/s (all suppliers)")
+                 label=text("fig.burst_accepted", lang))
+    ax_rate.set_ylabel(text("fig.burst_rate", lang))
     ax_rate.legend(fontsize=8)
-    ax_rate.set_title("Burst timeline: scheduled vs achieved, p95 acceptance, errors")
-    for name in names:
+    ax_rate.set_title(text("fig.burst_title", lang))
+    for name in order:
         own = data[data["supplier"] == name].groupby("second")
         ax_p95.plot(seconds_axis, own["acceptance_p95_ms"].max().reindex(seconds_axis),
-                    color=colours[name], label=name)
+                    color=colours[name], label=display(name, names))
         ax_err.step(seconds_axis, own["errors"].sum().reindex(seconds_axis, fill_value=0),
-                    where="post", color=colours[name], label=name)
-    ax_p95.set_ylabel("p95 acceptance (ms, log)")
+                    where="post", color=colours[name], label=display(name, names))
+    ax_p95.set_ylabel(text("fig.burst_p95", lang))
     ax_p95.set_yscale("log")
     ax_p95.legend(fontsize=8, ncols=3)
     ax_err.set_ylabel(error_label, fontsize=8)
-    ax_err.set_xlabel("seconds since the burst started (by intended send time)")
+    ax_err.set_xlabel(text("fig.burst_x", lang))
     for ax in (ax_rate, ax_p95, ax_err):
         ax.grid(True, alpha=0.3)
     return fig
@@ -324,8 +387,11 @@ def quality_scores(ranking: Ranking) -> pd.Series:
     return pd.Series(quality, index=table.index, dtype=float)
 
 
-def figure_cost_quality(metrics: pd.DataFrame, ranking: Ranking) -> Figure:
+@_localised
+def figure_cost_quality(metrics: pd.DataFrame, ranking: Ranking, *, lang: str = "en",
+                        names: Mapping[str, str] | None = None) -> Figure:
     """Comprehensive cost rate (x) against the quality score without cost (y)."""
+    lang = figure_lang(lang)
     table = metrics.set_index("supplier", drop=False) if "supplier" in metrics else metrics
     quality = quality_scores(ranking)
     tiers = ranking.table.set_index("supplier")["tier"]
@@ -337,33 +403,39 @@ def figure_cost_quality(metrics: pd.DataFrame, ranking: Ranking) -> Figure:
             continue
         ax.scatter([cost], [quality[name]], s=120, color=TIER_COLOURS.get(tiers[name], "#fff"),
                    edgecolor="#333", zorder=3)
-        ax.annotate(str(name), (cost, quality[name]), xytext=(6, 4),
+        ax.annotate(display(str(name), names), (cost, quality[name]), xytext=(6, 4),
                     textcoords="offset points", fontsize=9)
     ax.axvline(1.0, color="#d62728", ls=":", lw=1)
-    ax.text(1.0, 0.02, " break-even", color="#d62728", fontsize=8, rotation=90)
+    ax.text(1.0, 0.02, text("fig.break_even", lang), color="#d62728", fontsize=8, rotation=90)
     ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("comprehensive cost rate = (purchase + fees + hidden fees) / sale price")
-    ax.set_ylabel("quality score without cost (0–1)")
-    ax.set_title("Cost against quality (better: up and to the left; fill = tier)")
+    ax.set_xlabel(text("fig.cost_x", lang))
+    ax.set_ylabel(text("fig.cost_y", lang))
+    ax.set_title(text("fig.cost_title", lang))
     ax.grid(True, alpha=0.3)
     return fig
 
 
-def figures(analysis: RunAnalysis) -> dict[str, Figure]:
-    """Every figure of the report for ``analysis``, titled, in report order."""
-    names = [str(s) for s in analysis.ranking.table["supplier"]]
+def figures(analysis: RunAnalysis, lang: str = "en") -> dict[str, Figure]:
+    """Every figure of the report for ``analysis``, titled, in report order, labelled in
+    ``lang`` (English when ``zh`` has no CJK font: :func:`harness.i18n.fonts.figure_lang`)."""
+    lang = figure_lang(lang)
+    names = analysis.display_names
+    order = [str(s) for s in analysis.ranking.table["supplier"]]
     out = {
-        "Delivery time": figure_delivery_ecdf(analysis.tables.orders, analysis.deadlines_s,
-                                              names),
-        "Rates with intervals": figure_rates(analysis.metrics, names,
-                                             analysis.config.validity_floor),
-        "Score intervals": figure_scores(analysis.ranking, analysis.config),
+        text("fig.name_delivery", lang): figure_delivery_ecdf(
+            analysis.tables.orders, analysis.deadlines_s, order, lang=lang, names=names),
+        text("fig.name_rates", lang): figure_rates(
+            analysis.metrics, order, analysis.config.validity_floor, lang=lang, names=names),
+        text("fig.name_scores", lang): figure_scores(analysis.ranking, analysis.config,
+                                                     lang=lang, names=names),
     }
     burst = figure_burst_timeline(analysis.tables.orders,
-                                  getattr(analysis.tables, "timeline", None))
+                                  getattr(analysis.tables, "timeline", None), lang=lang,
+                                  names=names)
     if burst is not None:
-        out["Burst timeline"] = burst
-    out["Cost against quality"] = figure_cost_quality(analysis.metrics, analysis.ranking)
+        out[text("fig.name_burst", lang)] = burst
+    out[text("fig.name_cost", lang)] = figure_cost_quality(analysis.metrics, analysis.ranking,
+                                                           lang=lang, names=names)
     return out
 
 
@@ -376,108 +448,15 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
 
 # --------------------------------------------------------------------------- HTML
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
-margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
-h1{margin-bottom:.2em}.sub{color:#666;margin-top:0}
-.order{font-size:1.35em;font-weight:600;background:#f4f6f8;padding:.5em .8em;
-border-radius:6px}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#f0f0f0}.tier{padding:.1em .5em;border-radius:4px;border:1px solid #888}
-.gate{color:#b00020}ul.verdicts li{margin:.25em 0}.limits li{margin:.2em 0}
-img{max-width:100%;border:1px solid #eee}.num{text-align:right}
-details{margin:.5em 0}
-"""
 
+@cache
+def _environment() -> Any:
+    """The Jinja2 environment of the report templates (package data, autoescaped)."""
+    import jinja2
 
-def _e(value: object) -> str:
-    return html.escape(str(value))
-
-
-def _tier_badge(tier: str) -> str:
-    colour = TIER_COLOURS.get(tier, "#fff")
-    return f'<span class="tier" style="background:{colour}">{_e(tier)}</span>'
-
-
-def _ranking_html(ranking: Ranking) -> str:
-    rows = []
-    for row in ranking.table.itertuples():
-        reasons = _e("; ".join(gate_texts(ranking, str(row.supplier)))) or "-"
-        rows.append(
-            f"<tr><td class=num>{row.rank}</td><td class=num>{_e(row.rank_interval)}</td>"
-            f"<td><b>{_e(row.supplier)}</b></td><td>{_tier_badge(str(row.tier))}</td>"
-            f"<td class=num>{row.score_median:.2f} [{row.score_lo:.2f}, {row.score_hi:.2f}]"
-            f"</td><td class=gate>{reasons}</td></tr>")
-    return ("<table id=ranking><tr><th>rank</th><th>rank interval</th><th>supplier</th>"
-            "<th>tier</th><th>score median [95%]</th><th>gates, with their evidence</th></tr>"
-            + "".join(rows) + "</table>")
-
-
-def _metrics_html(analysis: RunAnalysis) -> str:
-    m = analysis.metrics
-
-    def rate(r: pd.Series, name: str) -> str:
-        return percent_interval(int(r[f"{name}_k"]), int(r[f"{name}_n"]))
-
-    rows = []
-    for name in analysis.ranking.table["supplier"]:
-        r = m.loc[name]
-        bad = ", ".join(f"{c[6:]} {int(r[c])}" for c in m.columns
-                        if c.startswith("codes_") and int(r[c])) or "-"
-        cells = [str(int(r["orders_sent"])), str(int(r["orders_skipped"])),
-                 rate(r, "sla_share"),
-                 _num(float(r["delivery_median_ms"]) / 1000, ".2f"), rate(r, "validity"), bad,
-                 rate(r, "refund_completion"), rate(r, "refund_credit"),
-                 _num(r["refund_latency_median_s"], ".2f"), rate(r, "oversold"),
-                 _num(r["hidden_fee_per_order"], ".2f"), _num(r["cost_rate"], ".3f"),
-                 f"{int(r['supplier_errors'])} of {int(r['requests'])}: {r['error_classes']}",
-                 str(int(r["harness_requests"])),
-                 _num(r["delivery_p95_ms"], ".0f"), rate(r, "load_error_rate")]
-        rows.append(f"<tr><td>{_e(name)}</td>"
-                    + "".join(f"<td class=num>{_e(c)}</td>" for c in cells) + "</tr>")
-    return ("<table id=metrics><tr><th>supplier</th><th>orders sent</th>"
-            "<th>blocked by the cap (not sent)</th>"
-            "<th>within SLA [95%]</th><th>median delivery (s)</th><th>valid codes [95%]</th>"
-            "<th>bad codes</th><th>refunds completed [95%]</th><th>credited [95%]</th>"
-            "<th>median refund (s, from the request)</th><th>oversold of accepted [95%]</th>"
-            "<th>hidden fee / order</th><th>cost rate</th>"
-            "<th>supplier errors of requests: by class</th>"
-            "<th>harness's own re-POSTs and resolution GETs</th>"
-            "<th>burst p95 delivery (ms)</th>"
-            "<th>burst orders never accepted [95%]</th></tr>" + "".join(rows) + "</table>")
-
-
-def _findings_html(ranking: Ranking) -> str:
-    found = ranking.findings
-    if found.empty:
-        return "<p>No gate finding: no supplier took money without delivering value.</p>"
-    rows = "".join(
-        f"<tr><td>{_e(r['supplier'])}</td><td>{_e(r['kind'])}</td>"
-        f"<td>{_e(finding_text(r))}</td><td>{_num(r['threshold'], 'g')}</td>"
-        f"<td>{'gates' if r['gates'] else 'scored'}</td></tr>"
-        for r in found.to_dict("records"))
-    return ("<table id=findings><tr><th>supplier</th><th>kind</th><th>evidence [95%]</th>"
-            "<th>threshold</th><th>effect</th></tr>" + rows + "</table>")
-
-
-def _load_html(analysis: RunAnalysis) -> str:
-    frame = load_table(analysis)
-    if frame.empty:
-        return ("<p>No burst in these runs: acceptance under load, overselling under load, "
-                "errors by class and latency growth are not measured.</p>")
-    rows = "".join(
-        f"<tr><td>{_e(r['supplier'])}</td><td class=num>{r['burst_orders']}</td>"
-        f"<td class=num>{_e(r['accepted'])}</td><td class=num>{_e(r['oversold'])}</td>"
-        f"<td>{_e(r['errors_by_class'])}</td>"
-        f"<td class=num>{_num(r['acceptance_p95_first_ms'], '.0f')}</td>"
-        f"<td class=num>{_num(r['acceptance_p95_last_ms'], '.0f')}</td>"
-        f"<td class=num>{_num(r['latency_growth'], '.2f')}</td></tr>"
-        for r in frame.to_dict("records"))
-    return ("<table id=load><tr><th>supplier</th><th>burst orders</th>"
-            "<th>accepted [95%]</th><th>oversold of accepted [95%]</th>"
-            "<th>failed requests by class</th><th>p95 acceptance, first third (ms)</th>"
-            "<th>last third (ms)</th><th>growth</th></tr>" + rows + "</table>")
+    return jinja2.Environment(loader=jinja2.PackageLoader("harness", "templates"),
+                              autoescape=True, undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 
 
 def _num(x: object, spec: str) -> str:
@@ -485,106 +464,166 @@ def _num(x: object, spec: str) -> str:
     return format(value + 0.0, spec) if np.isfinite(value) else "-"
 
 
-def _beats_html(ranking: Ranking) -> str:
-    beats = ranking.beats
-    head = "".join(f"<th>{_e(c)}</th>" for c in beats.columns)
+def _tier(tier: str, lang: str) -> dict[str, str]:
+    return {"name": tier, "word": term("tier", tier, lang),
+            "colour": TIER_COLOURS.get(tier, "#fff")}
+
+
+def _rate(r: pd.Series, name: str) -> str:
+    return percent_interval(int(r[f"{name}_k"]), int(r[f"{name}_n"]))
+
+
+def _metrics_rows(analysis: RunAnalysis, lang: str) -> list[dict[str, Any]]:
+    m, names = analysis.metrics, analysis.display_names
     rows = []
-    for a in beats.index:
-        cells = "".join("<td>-</td>" if a == b else f"<td class=num>{beats.loc[a, b]:.2f}</td>"
-                        for b in beats.columns)
-        rows.append(f"<tr><th>{_e(a)}</th>{cells}</tr>")
-    return f"<table id=beats><tr><th>P(row above column)</th>{head}</tr>{''.join(rows)}</table>"
+    for name in analysis.ranking.table["supplier"]:
+        r = m.loc[name]
+        bad = text("join.list", lang).join(
+            f"{term('verdict', v, lang)} {int(r[f'codes_{v}'])}" for v in BAD_VERDICTS
+            if f"codes_{v}" in r and int(r[f"codes_{v}"])) or "-"
+        rows.append({"supplier": display(str(name), names), "cells": [
+            str(int(r["orders_sent"])), str(int(r["orders_skipped"])), _rate(r, "sla_share"),
+            _num(float(r["delivery_median_ms"]) / 1000, ".2f"), _rate(r, "validity"), bad,
+            _rate(r, "refund_completion"), _rate(r, "refund_credit"),
+            _num(r["refund_latency_median_s"], ".2f"), _rate(r, "oversold"),
+            _num(r["hidden_fee_per_order"], ".2f"), _num(r["cost_rate"], ".3f"),
+            text("cell.errors_of", lang, errors=int(r["supplier_errors"]),
+                 requests=int(r["requests"]),
+                 classes=error_counts(parse_error_counts(str(r["error_classes"])), lang)),
+            str(int(r["harness_requests"])), _num(r["delivery_p95_ms"], ".0f"),
+            _rate(r, "load_error_rate")]})
+    return rows
 
 
-def _criteria_html(ranking: Ranking) -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in CRITERIA if c in ranking.weights)
-    weights = "".join(f"<td class=num>{ranking.weights[c]:.2f}</td>" for c in CRITERIA
-                      if c in ranking.weights)
-    rows = [f"<tr><th>weight</th>{weights}</tr>"]
-    for row in ranking.table.itertuples():
-        cells = "".join(
-            f"<td class=num>{_num(getattr(row, c + '_estimate'), '.3f')} → "
-            f"{_num(getattr(row, c + '_value'), '.2f')}</td>"
-            for c in CRITERIA if c in ranking.weights)
-        rows.append(f"<tr><th>{_e(row.supplier)}</th>{cells}</tr>")
-    return (f"<table id=criteria><tr><th>metric → value</th>{head}</tr>{''.join(rows)}"
-            "</table>")
+_METRICS_HEADERS = ("orders_sent", "blocked", "within_sla", "median_delivery", "valid_codes",
+                    "bad_codes", "refunds_completed", "credited", "median_refund", "oversold",
+                    "hidden_fee", "cost_rate", "supplier_errors", "harness_requests",
+                    "burst_p95", "burst_never")
+_LOAD_HEADERS = ("burst_orders", "accepted", "oversold", "errors_by_class", "first_third",
+                 "last_third", "growth")
 
 
-def render_html(analysis: RunAnalysis, figs: dict[str, Figure] | None = None) -> str:
-    """The whole report as one HTML document (figures inline as base64 PNG)."""
-    ranking, config = analysis.ranking, analysis.config
-    figs = figs if figs is not None else figures(analysis)
-    runs = ", ".join(_e(d.name) for d in analysis.run_dirs)
-    scenarios = ", ".join(sorted(set(analysis.scenario_names)))
-    verdicts = verdict_sentences(analysis)
-    limits = evidence_limits(analysis)
-    above = above_statements(ranking, config.beats_min_prob)
-    parts = [
-        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
-        f"<title>trialbench report: {runs}</title><style>{_CSS}</style></head><body>",
-        "<h1>Which suppliers to trust</h1>",
-        f"<p class=sub>runs {runs} · scenario {_e(scenarios)} · generated "
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC</p>",
-        "<h2 id=verdict>Verdict</h2>",
-        f"<p><b>{_e(headline(analysis))}</b></p>",
-        f"<p class=order>{_e(order_statement(ranking))}</p>",
-        f"<p>&gt; means every supplier on the left beats every one on the right with "
-        f"probability ≥ {config.beats_min_prob:.2f} over the score draws; = means the "
-        "evidence does not separate them. "
-        + (_e("; ".join(above)) + "." if above else "No supplier is above another yet.")
-        + "</p>",
-        _ranking_html(ranking),
-        "<ul class=verdicts>"
-        + "".join(f"<li>{_tier_badge(str(t))} {_e(verdicts[str(s)])}</li>"
-                  for s, t in zip(ranking.table["supplier"], ranking.table["tier"],
-                                  strict=True))
-        + "</ul>",
-        "<h3 id=limits>What the evidence cannot tell yet, and what would settle it</h3>"
-        "<ul class=limits>"
-        + "".join(f"<li>{_e(line)}</li>" for line in limits) + "</ul>",
-        "<h3 id=gates>Gates: money taken without value delivered</h3>",
-        _findings_html(ranking),
-        "<h3 id=load-behaviour>Behaviour under load</h3>", _load_html(analysis),
-        "<p><small>Tiers come from absolute thresholds on the score draws (gold ≥ "
-        f"{config.gold.min_score:g}, silver ≥ {config.silver.min_score:g}, bronze ≥ "
-        f"{config.bronze.min_score:g}, each with probability ≥ {config.gold.min_prob:g}; "
-        f"no tier when the 95% score interval is wider than {config.max_interval_width:g}). "
-        "A gate makes a supplier \"gated\" and ranks it below every supplier no gate holds: "
-        f"from {config.gates.fake_codes} fake, {config.gates.resold_codes} resold, "
-        f"{config.gates.duplicate_codes} duplicate or {config.gates.wrong_face_value_codes} "
-        f"wrong-face-value code(s), {config.gates.phantom_refunds} refund(s) completed but "
-        f"never credited, {config.gates.oversold_orders} oversold order(s), a hidden fee of "
-        f"{config.gates.hidden_fee_per_order:g} per order, or validity whose upper 95% bound "
-        f"is under {config.validity_floor:g} (0 turns a count gate off). A criterion no "
-        "supplier has data for is dropped; one only some lack is drawn anywhere in [0, 1] "
-        "for them, widening their interval.</small></p>",
-        "<h2 id=figures>Figures</h2>",
-    ]
-    for title, fig in figs.items():
-        data = base64.b64encode(figure_png(fig)).decode("ascii")
-        parts.append(f"<h3>{_e(title)}</h3><img alt='{_e(title)}' "
-                     f"src='data:image/png;base64,{data}'>")
-    parts += [
-        "<h2 id=tables>Tables</h2>",
-        "<h3>Metrics per supplier</h3>", _metrics_html(analysis),
-        "<p><small>Intervals are 95% Jeffreys intervals. Cost rate = (purchase cost + "
-        "platform fees + hidden fees) / sale revenue, hidden fees measured from the balance."
-        "</small></p>",
-        "<h3>Criteria: metric point estimate → value (fixed anchors)</h3>",
-        _criteria_html(ranking),
-        "<h3>P(row above column)</h3>", _beats_html(ranking),
-        "<details><summary>Ranking configuration</summary><pre>"
-        + _e(config.model_dump_json(indent=2)) + "</pre></details>",
-        "</body></html>",
-    ]
-    return "\n".join(parts)
+def _qualification_rows(analysis: RunAnalysis, lang: str) -> list[dict[str, Any]]:
+    """One row per supplier that lists any qualification: its records and findings."""
+    names, findings = analysis.display_names, findings_of(analysis)
+    rows = []
+    for name in analysis.ranking.table["supplier"]:
+        quals = {k: v for k, v in (analysis.qualifications.get(str(name)) or {}).items()
+                 if not k.startswith("_")}
+        mine = findings[(findings["supplier"] == name)
+                        & findings["kind"].isin(QUALIFICATION_KINDS)]
+        if not any(quals.values()) and mine.empty:
+            continue
+        not_given = text("cell.not_given", lang)
+        grade = quals.get("platform_grade")
+        rows.append({
+            "supplier": display(str(name), names),
+            "registration": quals.get("registration_number") or not_given,
+            "icp": quals.get("icp_filing") or not_given,
+            "grade": text(f"grade.{grade}", lang) if grade else not_given,
+            "authorisations": [text("cell.authorisation", lang, brand=a.get("brand", ""),
+                                    products=text("join.list", lang).join(
+                                        a.get("products", [])),
+                                    expiry=a.get("expires", ""))
+                               for a in quals.get("authorisations") or []] or [not_given],
+            "findings": [{"text": finding_text(f, lang), "gates": bool(f["gates"])}
+                         for f in mine.to_dict("records")]})
+    return rows
 
 
-def write_report(analysis: RunAnalysis, out_dir: Path | None = None) -> Path:
-    """Write ``report.html`` into ``out_dir`` (default: the first run folder)."""
+def _report_context(analysis: RunAnalysis, figs: Mapping[str, Figure], lang: str
+                    ) -> dict[str, Any]:
+    """Everything the template shows, worded in ``lang``: the template lays it out."""
+    ranking, config, names = analysis.ranking, analysis.config, analysis.display_names
+    findings = findings_of(analysis)
+    gates = config.gates
+    verdicts = verdict_sentences(analysis, lang)
+    above = above_statements(ranking, config.beats_min_prob, lang, names)
+    load = load_table(analysis)
+    today = analysis.today.isoformat() if analysis.today else "?"
+    peak = (text("report.quals_note_peak", lang, peak=analysis.peak_date.isoformat())
+            if analysis.peak_date else "")
+    gating = (text("report.quals_note_gating", lang, kinds=text("join.list", lang).join(
+        term("finding", k, lang) for k in analysis.qualification_gates))
+        if analysis.qualification_gates else text("report.quals_note_no_gating", lang))
+    return {
+        "lang": lang, "html_lang": html_lang(lang),
+        "t": lambda key, **fields: text(key, lang, **fields),
+        "runs": ", ".join(d.name for d in analysis.run_dirs),
+        "scenarios": ", ".join(sorted(set(analysis.scenario_names))),
+        "generated": f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
+        "headline": headline(analysis, lang),
+        "order": order_statement(ranking, lang, names),
+        "above": (text("join.clause", lang).join(above) + text("join.end", lang)) if above
+        else text("report.no_above", lang),
+        "beats_min_prob": config.beats_min_prob,
+        "ranking": [{"rank": row.rank, "rank_interval": row.rank_interval,
+                     "supplier": display(str(row.supplier), names),
+                     "tier": _tier(str(row.tier), lang),
+                     "score": f"{row.score_median:.2f} [{row.score_lo:.2f}, {row.score_hi:.2f}]",
+                     "gates": text("join.clause", lang).join(
+                         gate_texts(findings, str(row.supplier), lang=lang)) or "-"}
+                    for row in ranking.table.itertuples()],
+        "verdicts": [{"tier": _tier(str(row.tier), lang), "text": verdicts[str(row.supplier)]}
+                     for row in ranking.table.itertuples()],
+        "limits": evidence_limits(analysis, lang),
+        "findings": [{"supplier": display(str(f["supplier"]), names),
+                      "kind": term("finding", str(f["kind"]), lang),
+                      "evidence": finding_text(f, lang), "threshold": _num(f["threshold"], "g"),
+                      "effect": text("cell.effect_gates" if f["gates"] else
+                                     "cell.effect_noted" if f["kind"] in QUALIFICATION_KINDS
+                                     else "cell.effect_scored", lang)}
+                     for f in findings[~findings["kind"].isin(QUALIFICATION_KINDS)]
+                     .to_dict("records")],
+        "qualifications": _qualification_rows(analysis, lang),
+        "quals_note": text("report.quals_note", lang, today=today,
+                           window=analysis.expiry_window_days, peak=peak, gating=gating),
+        "load_headers": _LOAD_HEADERS,
+        "load": [{"supplier": display(str(r["supplier"]), names), "cells": [
+            str(r["burst_orders"]), r["accepted"], r["oversold"],
+            error_counts(parse_error_counts(str(r["errors_by_class"])), lang),
+            _num(r["acceptance_p95_first_ms"], ".0f"), _num(r["acceptance_p95_last_ms"], ".0f"),
+            _num(r["latency_growth"], ".2f")]} for r in load.to_dict("records")],
+        "tiers_note": text(
+            "report.tiers_note", lang, gold=config.gold.min_score, silver=config.silver.min_score,
+            bronze=config.bronze.min_score, prob=config.gold.min_prob,
+            width=config.max_interval_width, fake=gates.fake_codes, resold=gates.resold_codes,
+            duplicate=gates.duplicate_codes, wrong=gates.wrong_face_value_codes,
+            phantom=gates.phantom_refunds, oversold=gates.oversold_orders,
+            fee=gates.hidden_fee_per_order, floor=config.validity_floor),
+        "figures": [{"title": title,
+                     "data": base64.b64encode(figure_png(fig)).decode("ascii")}
+                    for title, fig in figs.items()],
+        "metrics_headers": _METRICS_HEADERS,
+        "metrics": _metrics_rows(analysis, lang),
+        "criteria": [c for c in CRITERIA if c in ranking.weights],
+        "weights": [f"{ranking.weights[c]:.2f}" for c in CRITERIA if c in ranking.weights],
+        "criteria_rows": [{"supplier": display(str(row.supplier), names), "cells": [
+            f"{_num(getattr(row, c + '_estimate'), '.3f')} → "
+            f"{_num(getattr(row, c + '_value'), '.2f')}"
+            for c in CRITERIA if c in ranking.weights]} for row in ranking.table.itertuples()],
+        "beats_names": [display(str(c), names) for c in ranking.beats.columns],
+        "beats": [{"supplier": display(str(a), names),
+                   "cells": ["-" if a == b else f"{ranking.beats.loc[a, b]:.2f}"
+                             for b in ranking.beats.columns]} for a in ranking.beats.index],
+        "config_json": config.model_dump_json(indent=2),
+    }
+
+
+def render_html(analysis: RunAnalysis, figs: dict[str, Figure] | None = None,
+                lang: str = "en") -> str:
+    """The whole report as one HTML document in ``lang`` (figures inline as base64 PNG),
+    from the template ``harness/templates/report.html.j2``."""
+    figs = figs if figs is not None else figures(analysis, lang)
+    html: str = _environment().get_template("report.html.j2").render(
+        _report_context(analysis, figs, lang))
+    return html
+
+
+def write_report(analysis: RunAnalysis, out_dir: Path | None = None, lang: str = "en") -> Path:
+    """Write ``report.html`` in ``lang`` into ``out_dir`` (default: the first run folder)."""
     folder = out_dir if out_dir is not None else analysis.run_dirs[0]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "report.html"
-    path.write_text(render_html(analysis), encoding="utf-8")
+    path.write_text(render_html(analysis, lang=lang), encoding="utf-8")
     return path

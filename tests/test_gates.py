@@ -13,14 +13,7 @@ import pandas as pd
 import pytest
 from test_metrics import empty, make_codes, make_orders, make_refunds, make_suppliers
 
-from harness.analysis import (
-    RunAnalysis,
-    above_statements,
-    evidence_limits,
-    headline,
-    order_statement,
-    verdict_sentences,
-)
+from harness.analysis import RunAnalysis
 from harness.events import error_bucket, format_error_counts, parse_error_counts
 from harness.metrics import rate_intervals, supplier_metrics
 from harness.ranking import FINDINGS_COLUMNS, rank_suppliers
@@ -37,6 +30,13 @@ from harness.results import (
 )
 from harness.run.trial import detectable_rate, print_plan
 from harness.scenario import parse_scenario
+from harness.wording import (
+    above_statements,
+    evidence_limits,
+    headline,
+    order_statement,
+    verdict_sentences,
+)
 
 CONFIG = RankingConfig(draws=1000)
 N = 200  # orders per supplier: enough for tiers on a clean record

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from test_metrics import empty, make_codes, make_orders
 
-from harness.analysis import settle_sentences
 from harness.ranking import Ranking, orders_to_settle, rank_suppliers
 from harness.ranking_config import RankingConfig
 from harness.results import REFUNDS_COLUMNS, SUPPLIERS_COLUMNS
+from harness.wording import settle_sentences
 
 CONFIG = RankingConfig(draws=1000)
 RATES = {"a": 0.95, "b": 0.85}  # share within the SLA; every code valid, same price

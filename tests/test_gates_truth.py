@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from harness.analysis import RunAnalysis, analyse_runs, headline, settle_sentences
+from harness.analysis import RunAnalysis, analyse_runs
 from harness.ranking_config import GATED
+from harness.wording import headline, settle_sentences
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import codes, protocol
+from harness import codes, events, protocol
 from harness.i18n import LANGS, catalogue, fields_of, html_lang, resolve_lang, text
 from harness.i18n.vocabulary import GROUPS, ORDER_STATES, REFUND_STATES, TIERS, VERDICTS, term
 from harness.ranking import _COUNT_GATES, FINDINGS_COLUMNS
@@ -56,6 +56,7 @@ def test_every_name_the_pipeline_emits_is_in_the_vocabulary() -> None:
     assert set(protocol.ORDER_STATES) | set(final) <= set(ORDER_STATES)
     assert set(protocol.REFUND_STATES) == set(REFUND_STATES)
     assert set(RANKING_TIERS) == set(TIERS)
+    assert set(events.ERROR_CLASSES) == set(GROUPS["error"])
     kinds = {kind for kind, *_ in _COUNT_GATES} | {"hidden_fee", "low_validity",
                                                    "slow_refunds"}
     assert all(kind in FINDINGS_COLUMNS["kind"] for kind in kinds)

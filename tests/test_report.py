@@ -16,10 +16,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.analysis import RunAnalysis, analyse_runs, headline, latest_run
+from harness.analysis import RunAnalysis, analyse_runs, latest_run
 from harness.cli import main
 from harness.ranking import RANKING_COLUMNS
 from harness.report import figure_burst_timeline, figures, render_html
+from harness.wording import headline
 
 ROOT = Path(__file__).parent.parent
 NOTEBOOK = ROOT / "notebooks" / "compare_suppliers.ipynb"

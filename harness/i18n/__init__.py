@@ -12,9 +12,9 @@ Data files (tables, CSV, JSON) keep English, stable names; only what a person re
 translated. :mod:`harness.i18n.vocabulary` lists every fault, state, tier and finding
 kind by its one data name, with the catalogue key of its one display name.
 
-The language: ``--lang zh|en`` where a command has it, else the locale
-(``LC_ALL``, ``LC_MESSAGES``, ``LANG``, the first one set, starting with ``zh``), else
-English (:func:`resolve_lang`).
+The language: ``--lang zh|en`` where a command has it, else ``$TRIALBENCH_LANG``, else
+the locale (``LC_ALL``, ``LC_MESSAGES``, ``LANG``, the first one set, starting with
+``zh``), else English (:func:`resolve_lang`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DEFAULT_LANG", "LANGS", "catalogue", "fields_of", "has_key", "html_lang",
+__all__ = ["DEFAULT_LANG", "LANGS", "LANG_ENV", "catalogue", "fields_of", "has_key", "html_lang",
            "resolve_lang", "text"]
 
+LANG_ENV = "TRIALBENCH_LANG"
+"""Environment variable naming the language (``zh`` or ``en``) when no ``--lang`` is given."""
 LANGS: tuple[str, ...] = ("en", "zh")
 """The languages with a catalogue."""
 DEFAULT_LANG = "en"
@@ -39,15 +41,16 @@ _HTML_LANG = {"en": "en", "zh": "zh-CN"}
 
 def resolve_lang(arg: str | None = None, environ: Mapping[str, str] | None = None) -> str:
     """The language to use: ``arg`` when given (``zh``, ``en``; ``zh-CN``/``zh_TW`` count
-    as ``zh``), else from the locale (the first of ``LC_ALL``, ``LC_MESSAGES``, ``LANG``
-    that is set: ``zh…`` gives ``zh``), else English. An unknown ``arg`` is a
-    ``ValueError`` naming the choices."""
+    as ``zh``), else ``$TRIALBENCH_LANG``, else from the locale (the first of ``LC_ALL``,
+    ``LC_MESSAGES``, ``LANG`` that is set: ``zh…`` gives ``zh``), else English. An unknown
+    language is a ``ValueError`` naming the choices."""
+    env = os.environ if environ is None else environ
+    arg = arg or env.get(LANG_ENV) or None
     if arg:
         lang = arg.strip().lower().replace("_", "-").split("-")[0]
         if lang not in LANGS:
             raise ValueError(f"unknown language {arg!r}; write one of: {', '.join(LANGS)}")
         return lang
-    env = os.environ if environ is None else environ
     for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
         value = env.get(var, "")
         if value:

@@ -14,10 +14,12 @@ catalogue.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from harness.i18n import text
 
-__all__ = ["FINDING_KINDS", "FINDING_OF_VERDICT", "GROUPS", "ORDER_STATES", "REFUND_STATES",
-           "TIERS", "VERDICTS", "term"]
+__all__ = ["ERROR_CLASSES", "FINDING_KINDS", "FINDING_OF_VERDICT", "GROUPS", "ORDER_STATES",
+           "REFUND_STATES", "TIERS", "VERDICTS", "error_counts", "term"]
 
 VERDICTS: tuple[str, ...] = ("valid", "bad_pattern", "duplicate", "wrong_face_value",
                              "expiring", "not_minted", "resold", "expired", "disabled",
@@ -43,6 +45,11 @@ FINDING_KINDS: tuple[str, ...] = (
     "authorisation_lapses_before_peak")
 """Kinds of findings (``findings.csv``): the gates, slow refunds, and the qualifications."""
 
+ERROR_CLASSES: tuple[str, ...] = ("429", "503", "5xx", "timeout", "connect", "out_of_stock",
+                                  "balance", "refused", "not_found", "bad_response")
+"""Classes of failed requests (:data:`harness.events.ERROR_CLASSES`; the catch-all
+``other(<kind>)`` is shown as it is)."""
+
 FINDING_OF_VERDICT: dict[str, str] = {
     "not_minted": "fake_codes", "resold": "resold_codes", "duplicate": "duplicate_codes",
     "wrong_face_value": "wrong_face_value_codes"}
@@ -50,7 +57,7 @@ FINDING_OF_VERDICT: dict[str, str] = {
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "verdict": VERDICTS, "state": ORDER_STATES, "refund_state": REFUND_STATES,
-    "tier": TIERS, "finding": FINDING_KINDS}
+    "tier": TIERS, "finding": FINDING_KINDS, "error": ERROR_CLASSES}
 """Catalogue section of each group of terms, and its names."""
 
 
@@ -60,7 +67,7 @@ def _key(name: str) -> str:
 
 def term(group: str, name: str, lang: str) -> str:
     """The display name of ``name`` (a data name of ``group``: ``verdict``, ``state``,
-    ``refund_state``, ``tier`` or ``finding``) in ``lang``. A name outside the vocabulary
+    ``refund_state``, ``tier``, ``finding`` or ``error``) in ``lang``. A name outside the vocabulary
     is shown as it is (data from an older or newer version is still readable)."""
     if name not in GROUPS[group]:
         return name
@@ -68,3 +75,14 @@ def term(group: str, name: str, lang: str) -> str:
         verdict = next(v for v, k in FINDING_OF_VERDICT.items() if k == name)
         return text("finding.codes_of", lang, verdict=term("verdict", verdict, lang))
     return text(f"{group}.{_key(name)}", lang)
+
+
+def error_counts(counts: Mapping[str, int], lang: str) -> str:
+    """Failed requests by class, e.g. ``503:12 timeout:3`` (in the order of
+    :data:`ERROR_CLASSES`, then others by name), each class by its display name; ``-``
+    when there are none."""
+    order = {name: i for i, name in enumerate(ERROR_CLASSES)}
+    items = sorted(((k, v) for k, v in counts.items() if v),
+                   key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+    return text("join.counts", lang).join(
+        text("cell.count", lang, name=term("error", k, lang), count=v) for k, v in items) or "-"
