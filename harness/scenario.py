@@ -63,6 +63,7 @@ from pydantic import (
 )
 from pydantic_core import core_schema
 
+from harness.check.sla import SlaConfig
 from harness.errors import MissingEnvError, ScenarioError
 from harness.ranking_config import RankingConfig
 from harness.yamlfile import (
@@ -889,6 +890,9 @@ class Scenario(BaseModel):
     ranking: RankingConfig | None = None
     """How suppliers are ranked: weights, value-function anchors, gates, tier thresholds
     (default: ``harness.ranking_config.RankingConfig()``)."""
+    sla: SlaConfig | None = None
+    """Thresholds for CI (``trialbench check``): k6-like ``metric op number`` for every
+    supplier (``all``) and per supplier (``suppliers``); see ``harness.check.sla``."""
     peak_date: date | None = None
     """The planned peak (YYYY-MM-DD), e.g. the holiday sale: an authorisation that expires
     before it is flagged (``authorisation_lapses_before_peak``)."""
@@ -923,6 +927,8 @@ class Scenario(BaseModel):
                                         "or set redeem_sample: 0", ("trial", "redeem_sample"))
         if self.burst is not None:
             self._check_burst(self.burst)
+        if self.sla is not None:
+            self.sla.check_suppliers({s.name for s in self.suppliers}, ("sla",))
         return self
 
     def _check_burst(self, burst: BurstPlan) -> None:

@@ -6,7 +6,8 @@ Markdown summary and the JUnit file are all rendered from it. The statistics are
 :mod:`harness.check.stats`, and why each decision is made is written there.
 
 Exit codes (:attr:`CheckReport.exit_code`): 0 every check that could be judged passed and
-at least one could; 1 a breach or a regression (whatever else happened); 3 the runs cannot
+at least one could (a supplier being reachable is not a judgement); 1 a breach or a
+regression (whatever else happened); 3 the runs cannot
 be judged: interrupted or failed, no orders, a supplier that accepted nothing
 (unreachable), or no check had enough data (with ``strict``, any skipped check); 2 (bad
 input) is raised as a :class:`~harness.errors.HarnessError` before any check runs.
@@ -103,9 +104,10 @@ class CheckReport:
     def exit_code(self) -> int:
         """0 good, 1 breach or regression, 3 cannot be judged (see the module docstring)."""
         c = self.counts()
+        judged = sum(r.status == "pass" and r.layer != "run" for r in self.results)
         if c["fail"]:
             return BREACH
-        if c["error"] or not c["pass"] or (self.strict and c["skipped"]):
+        if c["error"] or not judged or (self.strict and c["skipped"]):
             return UNJUDGED
         return OK
 
@@ -147,7 +149,7 @@ def judge_threshold(supplier: str, threshold: Threshold, measure: Measure | None
     return base
 
 
-def _regression(supplier: str, metric: str, old: Measure | None, new: Measure | None,
+def regression_check(supplier: str, metric: str, old: Measure | None, new: Measure | None,
                 sla: SlaConfig) -> CheckResult:
     spec = METRICS[metric]
     margin = sla.margin(metric)
@@ -304,11 +306,11 @@ def check_runs(run_dirs: Sequence[Path], *, sla: SlaConfig | None = None,
                                                   "not_in_baseline"))
                 continue
             for metric in REGRESSION_METRICS:
-                result = _regression(supplier, metric, old[supplier].get(metric),
+                result = regression_check(supplier, metric, old[supplier].get(metric),
                                      found.get(metric), sla)
                 regressions.append(result)
                 report.results.append(result)
-    _apply_holm(regressions, sla.alpha)
+    apply_holm(regressions, sla.alpha)
     if history_dir is not None:
         report.results.extend(hist.change_point_checks(entries, dirs, measures,
                                                        baseline=report.baseline_runs))
@@ -318,7 +320,7 @@ def check_runs(run_dirs: Sequence[Path], *, sla: SlaConfig | None = None,
     return report
 
 
-def _apply_holm(results: list[CheckResult], alpha: float) -> None:
+def apply_holm(results: list[CheckResult], alpha: float) -> None:
     tested = [r for r in results if r.p_value is not None and r.status == "pass"]
     p_values = [float(r.p_value) for r in tested if r.p_value is not None]
     for result, rejected in zip(tested, holm(p_values, alpha), strict=True):

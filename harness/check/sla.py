@@ -189,7 +189,7 @@ class SlaConfig(BaseModel):
         """The regression margin of ``metric``: the one written, or the default."""
         return self.margins.get(metric, METRICS[metric].margin)
 
-    def check_suppliers(self, names: set[str]) -> None:
+    def check_suppliers(self, names: set[str], at: tuple[str, ...] = ()) -> None:
         """Raise :class:`LocatedValueError` for a supplier not among ``names``."""
         for name in self.suppliers:
             if name not in names:
@@ -197,7 +197,7 @@ class SlaConfig(BaseModel):
                     f"supplier {name!r} is not in suppliers:"
                     + (did_you_mean(name, sorted(names)).replace("known metrics",
                                                                  "write one of")),
-                    ("suppliers", name))
+                    (*at, "suppliers", name))
 
 
 def load_sla(path: Path) -> SlaConfig:

@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from scipy import integrate, stats
+from scipy import stats
 
 from harness.metrics import jeffreys
 
@@ -150,11 +150,14 @@ def rate_worse_p(k_base: int, n_base: int, k_new: int, n_new: int, margin: float
     base = stats.beta(k_base + 0.5, n_base - k_base + 0.5)
     new = stats.beta(k_new + 0.5, n_new - k_new + 0.5)
 
-    def worse(y: float) -> float:  # density of new at y x P(base > y + margin)
-        return float(new.pdf(y) * base.sf(y + margin))
-
-    lo, hi = new.ppf(1e-12), new.ppf(1 - 1e-12)
-    value, _ = integrate.quad(worse, lo, hi, limit=200, points=[new.mean()])
+    # P(base > new + margin) as a sum over cells of the new rate's posterior: the mass of
+    # each cell times P(base > its middle + margin). Cells are equal steps of a normal score,
+    # so the tails are resolved finely; no density is evaluated (it is infinite at 0 or 1
+    # when k is 0 or n). Accurate to about 1e-6, ample for p-values compared with alpha/m.
+    z = np.linspace(-9.0, 9.0, 2001)
+    mass = np.diff(stats.norm.cdf(z))
+    middle = new.ppf(stats.norm.cdf((z[:-1] + z[1:]) / 2))
+    value = float(np.sum(mass * base.sf(middle + margin)))
     return float(min(1.0, max(0.0, 1.0 - value)))
 
 
