@@ -171,3 +171,116 @@ def test_notebook_executes(demo: tuple[Path, str], monkeypatch: pytest.MonkeyPat
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5
+
+
+# --------------------------------------------------------------------------- language (issue 14)
+
+
+def _visible(html_text: str) -> str:
+    """The report's text as a reader sees it: no tags, styles, images or the config dump."""
+    text = re.sub(r"<style>.*?</style>|<pre>.*?</pre>", " ", html_text, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
+
+
+def test_chinese_report_reads_without_english(analysis: RunAnalysis) -> None:
+    """``lang=zh``: the page says lang=zh-CN, the tiers, gates and their evidence are in
+    Chinese, and no tier, fault or state shows its English data name."""
+    page = render_html(analysis, figs={}, lang="zh")
+    assert "<html lang=zh-CN>" in page
+    verdict = _visible(page[:page.index("id=figures")])
+    for words in ("结论", "金牌", "一票否决", "发卡方查无此码（伪造）", "已被兑换（二次售卖）",
+                  "标记为已完成但从未到账", "余额被扣除未公开的费用，每单 1.50", "供应商",
+                  "伪造卡密"):
+        assert words in verdict, words
+    english = re.findall(r"\b(gold|silver|bronze|gated|insufficient evidence|not_minted|"
+                         r"fake_codes|resold_codes|phantom_refunds|hidden_fee|out_of_stock|"
+                         r"Verdict|supplier|orders)\b", _visible(page))
+    assert not english, english
+
+
+def _with_paperwork(demo_run: Path, tmp_path: Path) -> Path:
+    """A copy of the demo run whose scenario names acme 星辰卡盟, with a Steam
+    authorisation for its products that lapses before the peak (a gate here)."""
+    import json
+    import shutil
+
+    run = tmp_path / demo_run.name
+    shutil.copytree(demo_run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    scenario = manifest["scenario"]
+    started = manifest["started_at"][:10]
+    acme = next(s for s in scenario["suppliers"] if s["name"] == "acme")
+    acme["display_name"] = "星辰卡盟"
+    acme["qualifications"] = {"icp_filing": "浙ICP备12345678号", "authorisations": [
+        {"brand": "Steam", "products": [p["sku"] for p in acme["products"]],
+         "expires": started.replace(started[:4], str(int(started[:4]) + 1))}]}
+    scenario["peak_date"] = started.replace(started[:4], str(int(started[:4]) + 2))
+    scenario["qualification_checks"] = {"expiry_window_days": 60,
+                                        "gate": ["authorisation_lapses_before_peak"]}
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return run
+
+
+def test_display_name_and_qualifications_in_report_and_terminal(
+        demo: tuple[Path, str], tmp_path: Path) -> None:
+    """A supplier's Chinese display name shows in the report, the ranking printed in the
+    terminal and the trial summary; its authorisation lapsing before the peak is flagged,
+    gates it as the scenario asks, and the verdict says so."""
+    from rich.console import Console
+
+    from harness.report import print_analysis
+    from harness.summary import render_table, supplier_summary
+
+    analysis = analyse_runs([_with_paperwork(demo[0], tmp_path)])
+    found = analysis.findings.set_index(["supplier", "kind"])
+    assert found.loc[("acme", "authorisation_lapses_before_peak"), "gates"]
+    assert "acme" in analysis.ranking.gated
+    page = _visible(render_html(analysis, figs={}, lang="zh"))
+    assert "星辰卡盟 一票否决" in page and "早于大促日" in page and "浙ICP备12345678号" in page
+    console = Console(record=True, width=200)
+    print_analysis(analysis, console, lang="zh")
+    summary = supplier_summary([analysis.run_dirs[0]], analysis.fees)
+    console.print(render_table(summary, "zh", analysis.display_names))
+    printed = console.export_text()
+    assert "星辰卡盟" in printed and "acme" not in printed
+    assert "缺少品牌授权" not in printed  # Steam covers every product acme sells
+
+
+def test_chinese_figures_use_a_cjk_font(analysis: RunAnalysis) -> None:
+    """Every Chinese label of the zh figures resolves, through matplotlib's font lookup, to
+    a font that has its glyphs (no boxes); drawing one raises no missing-glyph warning."""
+    from matplotlib import font_manager
+    from matplotlib.text import Text
+
+    from harness.i18n.fonts import cjk_font, has_glyphs
+    from harness.report import figure_png
+
+    assert cjk_font() is not None, "no CJK font: pip install -e '.[zh]' (make does)"
+    figs = figures(analysis, "zh")
+    assert "交付时间" in figs and "分数区间" in figs
+    chinese = 0
+    for fig in figs.values():
+        for label in fig.findobj(Text):
+            words = label.get_text()
+            if any(ord(c) > 0x2E80 for c in words):
+                chinese += 1
+                path = font_manager.findfont(label.get_fontproperties())
+                assert has_glyphs(path, "".join(c for c in words if ord(c) > 0x2E80)), \
+                    (words, path)
+    assert chinese >= 10
+    figure_png(figs["分数区间"])  # a missing glyph would warn, and warnings are errors
+
+
+def test_without_a_cjk_font_figures_fall_back_to_english(
+        analysis: RunAnalysis, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """No font with Chinese glyphs: zh figures get English labels and one warning says how
+    to install a font, however many figures are drawn."""
+    from harness.i18n import fonts
+
+    monkeypatch.setattr(fonts, "cjk_font", lambda: None)
+    monkeypatch.setattr(fonts, "_warned", [])
+    first, second = figures(analysis, "zh"), figures(analysis, "zh")
+    assert "Delivery time" in first and "Delivery time" in second
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "trialbench[zh]" in warnings[0]
