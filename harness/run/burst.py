@@ -393,8 +393,11 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
         raise ScenarioError("a burst needs at least one worker; give --workers 1 or more")
     schedule = build_schedule(scenario)
     shape = BurstShape(schedule, plan, expected)
+    # stop_timeout: when Locust stops the users (the shape's end, or STOP in the web UI), a
+    # user whose first POST is out finishes it (its order is then followed in its own
+    # greenlet) instead of being killed mid-request
     environment = Environment(user_classes=[OrderUser], shape_class=shape,
-                              host=OrderUser.host, stop_timeout=None)
+                              host=OrderUser.host, stop_timeout=STOP_GRACE_S)
     folder = RunFolder.create(results_root, scenario, scenario_path, mode="burst")
     hub = Hub(folder, schedule, plan)
     children: list[subprocess.Popen[bytes]] = []
@@ -440,17 +443,33 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
             # exits on our options: it sees only the program name (the manifest has argv).
             sys.argv = sys.argv[:1]
             web = environment.create_web_ui(web_host, web_port)
-            console.print(f"Locust web UI: http://{web_host}:{web_port}")
+            install_web_notice(web, hub)
+            console.print(f"Locust web UI: http://{web_host}:{web_port} (its latencies are "
+                          "Locust's, from the actual send; the trialbench tab and this view "
+                          "measure from the intended start)")
         environment.events.init.fire(  # type: ignore[no-untyped-call]
             environment=environment, runner=runner, web_ui=web)
 
-        stop_state = {"requests": 0}
+        stop_state: dict[str, Any] = {"requests": 0, "by": None}
 
         def on_signal() -> None:
             stop_state["requests"] += 1
+            stop_state["by"] = stop_state["by"] or "Ctrl-C"
+
+        def on_runner_stopping(**_: Any) -> None:
+            # STOP in the web UI stops Locust's runner (its users) behind our back: treat it
+            # as a stop request, so placing ends and orders in flight get their grace. The
+            # shape's own end (shape.finished already set) is not one.
+            if not shape.finished:
+                stop_state["requests"] += 1
+                stop_state["by"] = stop_state["by"] or "web UI STOP"
+                if local is not None:  # at once, before Locust stops the users: no new
+                    local.stop(STOP_GRACE_S)  # order, and a POST out finishes (stop_timeout)
 
         gevent.signal_handler(signal.SIGINT, on_signal)
         gevent.signal_handler(signal.SIGTERM, on_signal)
+        environment.events.test_stopping.add_listener(  # type: ignore[no-untyped-call]
+            on_runner_stopping)
 
         # workers: connect, get their plan
         prefix = order_prefix(folder.path.name, "burst")
@@ -509,9 +528,22 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
             console.print(f"[bold red]worker {name} lost:[/] {why}")
         failure = hub.failure
         folder.manifest["failed"] = failure  # the run is incomplete: burst_finished says so
+        stopped = None
+        if interrupted:  # a stop request: complete if every order sent reached a final state
+            unsettled = unsettled_orders(folder.path)
+            stopped = {"by": stop_state["by"], "at_s": round(time.time() - hub.t0, 1),
+                       "unsettled_orders": unsettled}
+            folder.manifest["stopped"] = stopped
+            interrupted = unsettled > 0
+            console.print(
+                f"stopped by {stop_state['by']}: "
+                + (f"{unsettled} orders were ended before a final state (marked interrupted; "
+                   "`trialbench resume RUN` asks the suppliers about them)" if unsettled else
+                   "every order sent reached a final state; the run is complete up to the "
+                   "stop"))
         balances.read("after_orders")
         folder.log.write("burst_finished", interrupted=interrupted, aborted=reason,
-                         failed=failure, workers_done=sorted(hub.done),
+                         failed=failure, stopped=stopped, workers_done=sorted(hub.done),
                          workers_lost=hub.lost or None,
                          committed=sum(hub.committed.values(), Decimal(0)))
         if local is not None:
@@ -527,6 +559,78 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
         folder.close(interrupted=interrupted)
     print_summary(folder.path, console)
     return folder.path
+
+
+def unsettled_orders(run_dir: Path) -> int:
+    """Orders of the run's shards ended without a final state: ``order_final`` marked
+    interrupted, or none at all. Reads only those two kinds of line."""
+    planned = finals = interrupted = 0
+    for shard in run_dir.glob("events*.jsonl"):
+        with shard.open(encoding="utf-8") as handle:
+            for line in handle:
+                if '"type":"order_planned"' in line:
+                    planned += 1
+                elif '"type":"order_final"' in line:
+                    finals += 1
+                    interrupted += '"interrupted":true' in line
+    return interrupted + max(0, planned - finals)
+
+
+WEB_NOTICE = (
+    "trialbench: this page shows Locust's own statistics. Its response times are measured "
+    "from the moment each request was actually sent, so a supplier that stalls the queue "
+    "looks fast here (coordinated omission). trialbench measures every order from its "
+    "intended start (open model): see the TRIALBENCH tab, the terminal's live view, and "
+    "the burst summary and timeline.parquet in the run folder. \u201cUsers\u201d are "
+    "concurrency slots trialbench sizes for the schedule, not simulated customers: orders "
+    "arrive on schedule whatever their number. STOP ends the burst: no new orders, orders "
+    "in flight get a short grace, every table is still built.")
+
+
+def install_web_notice(web: Any, hub: Hub) -> None:
+    """Extend Locust's web page: a notice above it (whose latencies these are, what Users
+    means) and a TRIALBENCH tab with the live figures measured from the intended start."""
+    import html
+    import json
+
+    from flask import request
+
+    banner = ('<div id="trialbench-notice" style="font-family:sans-serif;padding:8px 16px;'
+              'background:#fff4ce;color:#222;border-bottom:1px solid #c9a400">'
+              f"{html.escape(WEB_NOTICE)}</div>")
+    columns = [("supplier", "Supplier"), ("sent_due", "Sent / due"),
+               ("accepted", "Accepted"), ("delivered", "Delivered"),
+               ("p95_acc_ms", "p95 acceptance ms (from intended start)"),
+               ("p95_dlv_ms", "p95 delivery ms (from intended start)"),
+               ("errors", "Errors by class")]
+    web.template_args["extended_tabs"] = [{"title": "trialbench", "key": "trialbench"}]
+    web.template_args["extended_tables"] = [
+        {"key": "trialbench", "structure": [{"key": k, "title": t} for k, t in columns]}]
+
+    def rows() -> list[dict[str, str]]:
+        elapsed = time.time() - hub.t0
+        due = hub.schedule.due_by(elapsed) if elapsed > 0 else Counter[str]()
+        out = []
+        for name, live in hub.live.items():
+            p95, p95d = percentile(live.acceptance, 95), percentile(live.delivery, 95)
+            out.append({"supplier": name, "sent_due": f"{live.sent}/{due[name]}",
+                        "accepted": str(live.accepted), "delivered": str(live.delivered),
+                        "p95_acc_ms": "-" if math.isnan(p95) else f"{p95:.0f}",
+                        "p95_dlv_ms": "-" if math.isnan(p95d) else f"{p95d:.0f}",
+                        "errors": format_error_counts(live.errors)})
+        return out
+
+    @web.app.after_request  # type: ignore[untyped-decorator]
+    def extend(response: Any) -> Any:
+        if request.path == "/" and response.status_code == 200:
+            page = response.get_data(as_text=True)
+            response.set_data(page.replace('<div id="root"></div>',
+                                           banner + '<div id="root"></div>', 1))
+        elif request.path == "/stats/requests" and response.is_json:
+            data = response.get_json()
+            data["extended_stats"] = [{"key": "trialbench", "data": rows()}]
+            response.set_data(json.dumps(data))
+        return response
 
 
 def _ping(runner: Runner) -> None:
@@ -587,7 +691,7 @@ class WorkerWatch:
 
 
 def _supervise(runner: Runner, hub: Hub, shape: BurstShape, schedule: Schedule,
-               plan: BurstPlan, stop_state: dict[str, int], console: Console, live: bool,
+               plan: BurstPlan, stop_state: dict[str, Any], console: Console, live: bool,
                expected: int, watch: WorkerWatch | None = None) -> tuple[str | None, bool]:
     """Draw the live view, judge aborts and lost workers, handle Ctrl-C; return (abort
     reason, interrupted)."""
