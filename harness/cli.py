@@ -315,13 +315,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from harness.check.command import run_check
 
     return run_check(args.runs, baseline=args.baseline, history=args.history, sla=args.sla,
-                     junit=args.junit, summary=args.summary, strict=args.strict)
+                     junit=args.junit, summary=args.summary, strict=args.strict,
+                     lang=args.lang)
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
     from harness.check.command import run_history
 
-    return run_history(args.folder)
+    return run_history(args.folder, lang=args.lang)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -527,11 +528,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="append a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
     check.add_argument("--strict", action="store_true",
                        help="exit 3 when any check was skipped for too little data")
+    check.add_argument("--lang", choices=("zh", "en"), default=None,
+                       help="language of the terminal text, JUnit messages and summary: zh "
+                            "or en (default: $TRIALBENCH_LANG, else the locale, else en)")
     check.set_defaults(func=_cmd_check)
 
     history = sub.add_parser("history", help="print each supplier's trend over a history "
                                              "folder: tier, key metrics, change points")
     history.add_argument("folder", metavar="DIR", help="history folder (as for check)")
+    history.add_argument("--lang", choices=("zh", "en"), default=None,
+                         help="language: zh or en (default: $TRIALBENCH_LANG, the locale, en)")
     history.set_defaults(func=_cmd_history)
     return parser
 

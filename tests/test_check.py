@@ -62,6 +62,7 @@ sla:
   all:
     - oversold_orders == 0
     - {expr: within_sla_rate > 0.5, min_samples: 20}
+  margins: {delivery_p50_s: 1.0}   # loopback timings on a busy shared CI box drift more
 """
 
 
@@ -234,10 +235,10 @@ def _compare(old: dict[str, Measure], new: dict[str, Measure]) -> list[CheckResu
 
 
 def test_unchanged_reruns_raise_few_false_alarms() -> None:
-    """Over 60 A/A comparisons (same distributions), comparisons with any regression stay
+    """Over 40 A/A comparisons (same distributions), comparisons with any regression stay
     within what alpha (family-wise, Holm) allows (the closing note has N=1000)."""
     rng = np.random.default_rng(12)
-    trials = 60
+    trials = 40
     alarms = sum(any(r.status == "fail" for r in _compare(_supplier(rng), _supplier(rng)))
                  for _ in range(trials))
     assert alarms <= stats.binom.ppf(0.999, trials, 0.01)

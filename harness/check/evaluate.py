@@ -58,7 +58,8 @@ OK, BREACH, BAD_INPUT, UNJUDGED = 0, 1, 2, 3
 
 @dataclass
 class CheckResult:
-    """One check of one supplier. ``reason`` is a key of ``harness.check.summary.TEXT``."""
+    """One check of one supplier; ``reason`` names its sentence (``check.reason.<reason>``
+    in the language catalogues)."""
 
     supplier: str
     layer: Layer

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from harness.check.evaluate import CheckReport
 from harness.check.summary import case_name, message
+from harness.i18n import DEFAULT_LANG
 
 
-def junit_xml(report: CheckReport) -> str:
+def junit_xml(report: CheckReport, lang: str = DEFAULT_LANG) -> str:
     """The report as a JUnit XML document (``<testsuites>``)."""
     root = ET.Element("testsuites", name="trialbench check")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
@@ -30,7 +31,7 @@ def junit_xml(report: CheckReport) -> str:
         for r in own:
             case = ET.SubElement(suite, "testcase", name=case_name(r),
                                  classname=f"trialbench.{supplier}.{r.layer}")
-            text = message(r)
+            text = message(r, lang)
             if r.status == "fail":
                 ET.SubElement(case, "failure", message=text, type=r.reason).text = text
             elif r.status == "error":
@@ -45,8 +46,8 @@ def junit_xml(report: CheckReport) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def write_junit(report: CheckReport, path: Path) -> Path:
+def write_junit(report: CheckReport, path: Path, lang: str = DEFAULT_LANG) -> Path:
     """Write :func:`junit_xml` to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(junit_xml(report), encoding="utf-8")
+    path.write_text(junit_xml(report, lang), encoding="utf-8")
     return path

@@ -1,8 +1,9 @@
 """Words for ``trialbench check`` and ``trialbench history``: terminal text and Markdown.
 
-Every sentence is a template in :data:`TEXT` (English), keyed so a language catalogue can
-take them over: ``reason.<reason>`` explains a :class:`~harness.check.evaluate.CheckResult`,
-the others frame the output. Templates use ``str.format`` fields only.
+Every sentence is a template in the ``check:`` section of the language catalogues
+(``harness/i18n/en.yaml``, ``zh.yaml``): ``check.reason.<reason>`` explains a
+:class:`~harness.check.evaluate.CheckResult` (``<reason>_exact`` when the value was measured
+exactly, with no interval), the others frame the output. Every function takes ``lang``.
 """
 
 from __future__ import annotations
@@ -12,61 +13,13 @@ from typing import Any
 
 from harness.check.evaluate import CheckReport, CheckResult
 from harness.check.history import Trend
-from harness.check.metrics import KEY_METRICS, METRICS
+from harness.check.metrics import KEY_METRICS
+from harness.i18n import DEFAULT_LANG, text
 
-TEXT: dict[str, str] = {
-    "reason.met": "met: {value} (95% interval {interval}, n={n})",
-    "reason.breach": "BREACH: {value} (95% interval {interval}, n={n}) does not meet {name}",
-    "reason.inconclusive": "inconclusive, not passed: {value} with 95% interval {interval} "
-                           "(n={n}) lies on both sides of the limit; more orders would decide",
-    "reason.too_few": "skipped, not passed: {n} samples, the check needs {needs}",
-    "reason.no_samples": "skipped, not passed: no samples for {metric}",
-    "reason.no_regression": "no regression: baseline {baseline} (n={baseline_n}) → new "
-                            "{value} (n={n}), 95% interval {interval}, p={p} "
-                            "(Holm alpha {alpha}, margin {margin})",
-    "reason.regressed": "REGRESSION: baseline {baseline} (n={baseline_n}) → new {value} "
-                        "(n={n}), 95% interval {interval}, p={p} below Holm alpha {alpha}; "
-                        "worse by more than the margin {margin}",
-    "reason.reachable": "{value} of {n} orders accepted",
-    "reason.unreachable": "UNREACHABLE: none of {n} orders was accepted ({errors}); check "
-                          "the base URL and credentials",
-    "reason.no_orders": "no orders were sent; the run cannot be judged",
-    "reason.interrupted": "the run was interrupted; finish it with `trialbench resume` first",
-    "reason.run_failed": "the run failed: {why}",
-    "reason.not_in_run": "skipped: the SLA names this supplier but the runs have none of its "
-                         "orders",
-    "reason.not_in_baseline": "skipped: the supplier is not in the baseline runs",
-    "reason.no_baseline": "skipped: the history has no green run to compare with",
-    "reason.change_point": "CHANGE POINT after the last green run: {changes}",
-    "reason.no_change_point": "no worsening change point since the last green run{changes}",
-    "reason.short_history": "skipped: {n} runs in the history, change points need 6",
-    "title": "trialbench check",
-    "runs": "runs: {runs}",
-    "baseline": "baseline: {runs}",
-    "history": "history: {folder}",
-    "totals": "{pass} passed, {fail} failed, {skipped} skipped (never counted as passed), "
-              "{error} could not be judged",
-    "exit.0": "result: OK (exit 0)",
-    "exit.1": "result: FAILED, a breach or a regression (exit 1): {failures}",
-    "exit.3": "result: CANNOT JUDGE (exit 3): {why}",
-    "why.nothing": "no check had enough data",
-    "why.strict": "checks were skipped and --strict is on",
-    "col.supplier": "supplier",
-    "col.check": "check",
-    "col.status": "status",
-    "col.detail": "detail",
-    "status.pass": "pass",
-    "status.fail": "FAIL",
-    "status.skipped": "skipped",
-    "status.error": "ERROR",
-    "trend.title": "history of {folder}: {runs} runs",
-    "trend.supplier": "supplier {supplier}",
-    "trend.changes": "change points:",
-    "trend.change": "  {metric} at run {run_id}: {before} → {after} (p={p}){worse}",
-    "trend.worse": " (worse)",
-    "trend.none": "  no change points",
-}
-"""Every user-facing string of check and history (English)."""
+
+def t(key: str, lang: str = DEFAULT_LANG, /, **fields: Any) -> str:
+    """The catalogue string ``check.<key>`` in ``lang`` (harness/i18n/en.yaml, zh.yaml)."""
+    return text(f"check.{key}", lang, **fields)
 
 
 def fmt(x: float | None) -> str:
@@ -92,9 +45,11 @@ def _fields(r: CheckResult) -> dict[str, Any]:
                         else (" (earlier: " + "; ".join(changes) + ")") if changes else "")}
 
 
-def message(r: CheckResult) -> str:
+def message(r: CheckResult, lang: str = DEFAULT_LANG) -> str:
     """The one-line explanation of a check result."""
-    return TEXT[f"reason.{r.reason}"].format(**_fields(r))
+    exact = r.interval is None and r.p_value is None and r.reason in (
+        "met", "breach", "no_regression", "regressed")
+    return t(f"reason.{r.reason}{'_exact' if exact else ''}", lang, **_fields(r))
 
 
 def case_name(r: CheckResult) -> str:
@@ -102,39 +57,41 @@ def case_name(r: CheckResult) -> str:
     return f"{r.layer}: {r.name}"
 
 
-def verdict(report: CheckReport) -> str:
+def verdict(report: CheckReport, lang: str = DEFAULT_LANG) -> str:
     """The last line: the exit code and why."""
     code = report.exit_code
     if code == 1:
         failures = ", ".join(f"{r.supplier} {r.metric}" for r in report.results
                              if r.status == "fail")
-        return TEXT["exit.1"].format(failures=failures)
+        return t("exit.1", lang, failures=failures)
     if code == 3:
-        errors = [f"{r.supplier}: {message(r)}" for r in report.results if r.status == "error"]
-        why = "; ".join(errors) if errors else TEXT["why.strict"] \
-            if report.strict and report.counts()["pass"] else TEXT["why.nothing"]
-        return TEXT["exit.3"].format(why=why)
-    return TEXT["exit.0"]
+        errors = [f"{r.supplier}: {message(r, lang)}" for r in report.results
+                  if r.status == "error"]
+        why = "; ".join(errors) if errors else t("why.strict", lang) \
+            if report.strict and report.counts()["pass"] else t("why.nothing", lang)
+        return t("exit.3", lang, why=why)
+    return t("exit.0", lang)
 
 
-def _header(report: CheckReport) -> list[str]:
-    lines = [TEXT["runs"].format(runs=", ".join(report.runs))]
+def _header(report: CheckReport, lang: str) -> list[str]:
+    lines = [t("runs", lang, runs=", ".join(report.runs))]
     if report.baseline_runs:
-        lines.append(TEXT["baseline"].format(runs=", ".join(report.baseline_runs)))
+        lines.append(t("baseline", lang, runs=", ".join(report.baseline_runs)))
     if report.history:
-        lines.append(TEXT["history"].format(folder=report.history))
+        lines.append(t("history", lang, folder=report.history))
     return lines
 
 
-def terminal_text(report: CheckReport) -> str:
+def terminal_text(report: CheckReport, lang: str = DEFAULT_LANG) -> str:
     """The check's result as plain text, grouped by supplier."""
-    lines = [TEXT["title"], *_header(report), ""]
+    lines = [t("title", lang), *_header(report, lang), ""]
     for supplier in report.suppliers:
         lines.append(supplier)
         for r in report.results:
             if r.supplier == supplier:
-                lines.append(f"  {TEXT['status.' + r.status]:<8} {case_name(r)}: {message(r)}")
-    lines += ["", TEXT["totals"].format(**report.counts()), verdict(report)]
+                lines.append(f"  {t('status.' + r.status, lang):<8} {case_name(r)}: "
+                             f"{message(r, lang)}")
+    lines += ["", t("totals", lang, **report.counts()), verdict(report, lang)]
     return "\n".join(lines)
 
 
@@ -142,43 +99,51 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(report: CheckReport) -> str:
+def markdown(report: CheckReport, lang: str = DEFAULT_LANG) -> str:
     """A Markdown summary for a CI job summary (GitHub ``$GITHUB_STEP_SUMMARY``)."""
     icon = {"pass": "✅", "fail": "❌", "skipped": "⚪", "error": "⚠️"}
-    lines = [f"## {TEXT['title']}", "", *[f"- {h}" for h in _header(report)], "",
-             f"**{verdict(report)}**", "", TEXT["totals"].format(**report.counts()), "",
-             f"| {TEXT['col.supplier']} | {TEXT['col.check']} | {TEXT['col.status']} | "
-             f"{TEXT['col.detail']} |", "|---|---|---|---|"]
+    lines = [f"## {t('title', lang)}", "", *[f"- {h}" for h in _header(report, lang)], "",
+             f"**{verdict(report, lang)}**", "", t("totals", lang, **report.counts()), "",
+             f"| {t('col.supplier', lang)} | {t('col.check', lang)} | "
+             f"{t('col.status', lang)} | {t('col.detail', lang)} |", "|---|---|---|---|"]
     ordered = sorted(report.results, key=lambda r: ({"fail": 0, "error": 1, "skipped": 2,
                                                     "pass": 3}[r.status],
                                                    report.suppliers.index(r.supplier)))
     for r in ordered:
         lines.append(f"| {_cell(r.supplier)} | {_cell(case_name(r))} | {icon[r.status]} "
-                     f"{TEXT['status.' + r.status]} | {_cell(message(r))} |")
+                     f"{t('status.' + r.status, lang)} | {_cell(message(r, lang))} |")
     return "\n".join(lines) + "\n"
 
 
-def trend_text(trend: Trend, folder: str) -> str:
+def trend_text(trend: Trend, folder: str, lang: str = DEFAULT_LANG) -> str:
     """Each supplier's trend (tier and key metrics per run) and its change points."""
     table = trend.table
-    lines = [TEXT["trend.title"].format(folder=folder, runs=table["run_id"].nunique())]
+    lines = [t("trend.title", lang, folder=folder, runs=table["run_id"].nunique())]
     shown = [m for m in KEY_METRICS if table[m].notna().any()] if len(table) else []
     for supplier, rows in table.groupby("supplier", sort=True):
-        lines += ["", TEXT["trend.supplier"].format(supplier=supplier)]
+        lines += ["", t("trend.supplier", lang, supplier=supplier)]
         head = ["run", "status", "tier", *shown]
         body = [[str(r["run_id"]), str(r["status"]), str(r["tier"] or "-"),
                  *[fmt(float(r[m])) for m in shown]] for _, r in rows.iterrows()]
         widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
         for row in (head, *body):
             lines.append("  " + "  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)))
-        lines.append(TEXT["trend.changes"])
+        lines.append(t("trend.changes", lang))
         own = [c for c in trend.changes if c.supplier == supplier]
-        lines += [TEXT["trend.change"].format(
-            metric=c.metric, run_id=c.run_id, before=fmt(c.before), after=fmt(c.after),
-            p=f"{c.p_value:.2g}", worse=TEXT["trend.worse"] if c.worse else "")
-            for c in own] or [TEXT["trend.none"]]
+        lines += [t("trend.change", lang,
+                    metric=c.metric, run_id=c.run_id, before=fmt(c.before), after=fmt(c.after),
+                    p=f"{c.p_value:.2g}", worse=t("trend.worse", lang) if c.worse else "")
+                  for c in own] or [t("trend.none", lang)]
     return "\n".join(lines)
 
 
-__all__ = ["METRICS", "TEXT", "case_name", "fmt", "markdown", "message", "terminal_text",
-           "trend_text", "verdict"]
+__all__ = [
+    "case_name",
+    "fmt",
+    "markdown",
+    "message",
+    "t",
+    "terminal_text",
+    "trend_text",
+    "verdict",
+]
