@@ -11,15 +11,20 @@ appear only as a keyed hash and a masked serial, never in plain.
 
 from __future__ import annotations
 
+import bisect
 import json
+import operator
 import os
+import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
+
+import orjson
 
 from harness.drivers.base import Order
 
@@ -166,20 +171,37 @@ START_EVENTS = ("trial_started", "burst_started", "run_resumed")
 
 def run_complete(run_dir: Path) -> bool:
     """True when the run's last start (or resume) was followed by its finish event. Reads
-    only the lines that mark a start or a finish, so it is cheap on a big burst log."""
+    only the lines that mark a start or a finish (found by a byte search over large
+    blocks of each shard), so it is cheap on a big burst log."""
     marks: list[tuple[float, str]] = []
-    wanted = tuple(f'"type":"{kind}"' for kind in (*START_EVENTS, *FINISH_EVENTS))
+    wanted = [f'"type":"{kind}"'.encode() for kind in (*START_EVENTS, *FINISH_EVENTS)]
     for shard in run_dir.glob("events*.jsonl"):
-        with shard.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.endswith("\n") and any(w in line for w in wanted):
-                    event = json.loads(line)
-                    kind = event["type"]
-                    if kind in FINISH_EVENTS and (event.get("interrupted")
-                                                  or event.get("failed")):
-                        kind = "interrupted"
-                    marks.append((float(event["t"]), kind))
+        for line in _lines_with(shard, wanted):
+            event = _parse(line)
+            kind = event["type"]
+            if kind in FINISH_EVENTS and (event.get("interrupted") or event.get("failed")):
+                kind = "interrupted"
+            marks.append((float(event["t"]), kind))
     return bool(marks) and max(marks)[1] in FINISH_EVENTS
+
+
+def _lines_with(path: Path, needles: list[bytes], block_bytes: int = 1 << 24
+                ) -> Iterator[bytes]:
+    """The whole lines of ``path`` (ending in a newline) that hold any of ``needles``."""
+    rest = b""
+    with path.open("rb") as handle:
+        while block := handle.read(block_bytes):
+            data = rest + block
+            end = data.rfind(b"\n") + 1
+            data, rest = data[:end], data[end:]
+            starts: set[int] = set()
+            for needle in needles:
+                at = data.find(needle)
+                while at >= 0:
+                    starts.add(data.rfind(b"\n", 0, at) + 1)
+                    at = data.find(needle, at + len(needle))
+            for start in sorted(starts):
+                yield data[start:data.find(b"\n", start) + 1]
 
 
 def read_events(run_dir: Path) -> Iterator[dict[str, Any]]:
@@ -196,3 +218,89 @@ def read_events(run_dir: Path) -> Iterator[dict[str, Any]]:
                 events.append(json.loads(line))
     events.sort(key=lambda e: e["t"])
     return iter(events)
+
+
+_by_time = operator.itemgetter("t")
+
+
+class EventOrderError(ValueError):
+    """A shard's events are further out of time order than :func:`stream_events` allows."""
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    try:
+        event: dict[str, Any] = orjson.loads(line)
+    except orjson.JSONDecodeError:  # NaN or Infinity, which json.dumps writes and orjson refuses
+        event = json.loads(line)
+    return event
+
+
+_TYPE_AT_START = re.compile(rb'\{"t":[^",{\[]*,"type":"([^"\\]*)"')
+"""The type of a line as :func:`format_event` writes it (``{"t":<number>,"type":"..."``),
+read without parsing the line."""
+
+
+def stream_events(run_dir: Path, *, types: Collection[str] | None = None,
+                  window_s: float = 5.0, chunk_bytes: int = 1 << 22) -> Iterator[dict[str, Any]]:
+    """The events of :func:`read_events` in the same order (by ``t``; equal times in shard
+    name and line order), without holding the log in memory: each shard is read in chunks,
+    the shards are merged by time, and an event is passed on once every shard has been read
+    ``window_s`` past it. ``types`` keeps only those types (lines written by
+    :func:`format_event` that are of another type are skipped unparsed).
+
+    A shard is appended in time order by one writer, give or take the microseconds between
+    stamping and writing an event; an event more than ``window_s`` earlier than one already
+    passed on raises :class:`EventOrderError` (the caller can fall back to
+    :func:`read_events`). A torn last line (a crash mid-write) is skipped, as there.
+    """
+    wanted = None if types is None else {t.encode() for t in types}
+    shards = sorted(run_dir.glob("events*.jsonl"))
+    handles = [p.open("rb") for p in shards]
+    pending: list[list[dict[str, Any]]] = [[] for _ in shards]
+    last_t = [float("-inf")] * len(shards)
+    done = [False] * len(shards)
+    passed = float("-inf")
+    try:
+        while True:
+            open_ = [i for i in range(len(shards)) if not done[i]]
+            if open_:
+                i = min(open_, key=last_t.__getitem__)
+                lines = handles[i].readlines(chunk_bytes)
+                if not lines or not lines[-1].endswith(b"\n"):
+                    done[i] = True  # the end, or a torn last line: skipped
+                    lines = lines[:-1]
+                if wanted is not None:  # skip, unparsed, the lines of types not wanted
+                    lines = [line for line in lines
+                             if (m := _TYPE_AT_START.match(line)) is None or m[1] in wanted]
+                try:
+                    events = list(map(orjson.loads, lines))
+                except orjson.JSONDecodeError:
+                    events = [_parse(line) for line in lines]
+                if types is not None:
+                    events = [e for e in events if e.get("type") in types]
+                if events:
+                    first = min(map(_by_time, events))
+                    if first <= passed:
+                        raise EventOrderError(f"{shards[i]}: an event at t={first} comes "
+                                              f"after events up to t={passed} were read")
+                    last_t[i] = max(last_t[i], max(map(_by_time, events)))
+                    pending[i].extend(events)
+            live = [last_t[j] for j in range(len(shards)) if not done[j]]
+            cutoff = min(live) - window_s if live else float("inf")
+            if cutoff <= passed:
+                continue
+            ready: list[dict[str, Any]] = []
+            for j, part in enumerate(pending):
+                if part:
+                    part.sort(key=_by_time)
+                    cut = bisect.bisect_right(part, cutoff, key=_by_time)
+                    ready.extend(part[:cut])
+                    pending[j] = part[cut:]
+            ready.sort(key=_by_time)
+            passed = cutoff
+            yield from ready
+            if not live:
+                return
+    finally:
+        for handle in handles:
+            handle.close()

@@ -56,6 +56,7 @@ worker=<id>, from one shard per worker (``events-<worker>.jsonl``), plus:
 from __future__ import annotations
 
 import json
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -67,12 +68,14 @@ import pandas as pd
 
 from harness.errors import ResultsError
 from harness.events import (
+    EventOrderError,
     error_bucket,
     format_error_counts,
     is_supplier_error,
     parse_error_counts,
     read_events,
     run_complete,
+    stream_events,
 )
 
 RESULTS_ROOT = Path("results")
@@ -232,59 +235,207 @@ def _frame(rows: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFrame:
     return frame
 
 
+_TABLE_EVENTS = frozenset({
+    "order_planned", "order_attempt", "order_absent", "order_resumed", "order_error",
+    "order_accepted", "order_final", "order_observed", "schedule_slip", "code_checked",
+    "code_redeemed", "refund_attempt", "refund_requested", "refund_final", "balance_read",
+    "burst_started"})
+"""The event types the tables are built from; the others are skipped unparsed."""
+
+_NAN = float("nan")
+
+
+class _Orders:
+    """The orders table being folded: one slot per (supplier, client_order_id), in the order
+    each was first planned; times and money in float arrays (NaN for none), short texts
+    interned, so a million orders fit in a few hundred megabytes."""
+
+    FLOATS = ("intended_at", "accepted_at", "final_at", "seen", "listed_price", "sale_price",
+              "face_value", "unit_price", "amount")
+    TEXTS = ("mode", "worker", "sku", "quantity", "deadline_s", "state", "last_state",
+             "codes_delivered", "failure_reason", "resolution", "supplier_order_id")
+
+    def __init__(self) -> None:
+        self.slot: dict[tuple[str, str], int] = {}
+        self.keys: list[tuple[str, str]] = []
+        self.num = {name: array("d") for name in self.FLOATS}
+        self.obj: dict[str, list[Any]] = {name: [] for name in self.TEXTS}
+        self.tried: dict[tuple[str, str], Counter[str]] = {}
+        self.errors: dict[tuple[str, str], list[tuple[str, int, str]]] = {}
+        self._interned: dict[Any, Any] = {}
+
+    def intern(self, value: Any) -> Any:
+        try:  # keyed by type too: 1, 1.0 and True are equal but not the same value
+            return self._interned.setdefault((value.__class__, value), value)
+        except TypeError:  # unhashable: kept as it is
+            return value
+
+    def plan(self, key: tuple[str, str], event: dict[str, Any]) -> None:
+        intern, num, obj = self.intern, self.num, self.obj
+        values = {
+            "intended_at": event["intended_at"], "accepted_at": _NAN, "final_at": _NAN,
+            "seen": _NAN, "listed_price": _money(event["listed_price"]),
+            "sale_price": _money(event["sale_price"]), "face_value": _money(event["face_value"]),
+            "unit_price": _NAN, "amount": 0.0, "mode": intern(event["mode"]),
+            "worker": intern(event.get("worker", "")), "sku": intern(event["sku"]),
+            "quantity": event["quantity"], "deadline_s": event["deadline_s"],
+            "state": "unknown", "last_state": "unknown", "codes_delivered": 0,
+            "failure_reason": "", "resolution": "", "supplier_order_id": ""}
+        slot = self.slot.get(key)
+        if slot is None:
+            self.slot[key] = len(self.keys)
+            self.keys.append(key)
+            for name, column in num.items():
+                column.append(values[name])
+            for name, texts in obj.items():
+                texts.append(values[name])
+        else:  # planned again: the row starts over where it stood
+            for name, column in num.items():
+                column[slot] = values[name]
+            for name, texts in obj.items():
+                texts[slot] = values[name]
+
+    def final(self, slot: int, event: dict[str, Any]) -> None:
+        intern, num, obj = self.intern, self.num, self.obj
+        num["final_at"][slot] = event["t"]
+        obj["state"][slot] = intern(event["state"])
+        obj["last_state"][slot] = intern(event["last_state"])
+        num["amount"][slot] = _money(event["amount"])
+        num["unit_price"][slot] = _money(event["unit_price"])
+        obj["codes_delivered"][slot] = event["codes_delivered"]
+        obj["failure_reason"][slot] = intern(event.get("failure_reason") or "")
+        obj["resolution"][slot] = intern(event.get("resolution") or "")
+        seen = event.get("delivered_seen_at")
+        num["seen"][slot] = _NAN if seen is None else seen
+
+    def frame(self, run_id: str) -> pd.DataFrame:
+        """The orders table, as :data:`ORDERS_COLUMNS` documents it."""
+        n = len(self.keys)
+        num = {name: np.frombuffer(values, dtype=np.float64) if n else np.empty(0)
+               for name, values in self.num.items()}
+        intended, accepted, seen = num["intended_at"], num["accepted_at"], num["seen"]
+        state = self.obj["state"]
+        attempts, posts, resolves, polls = (np.zeros(n, dtype=np.int64) for _ in range(4))
+        for key, tried in self.tried.items():
+            slot = self.slot.get(key)
+            if slot is not None:
+                attempts[slot] = sum(tried.values())
+                posts[slot] = tried["place"] + tried["repost"] + tried["POST"]
+                resolves[slot] = tried["resolve"]
+                polls[slot] = tried["poll"] + tried["final_look"] + tried["GET"]
+        errors, supplier_errors = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        classes = ["-"] * n
+        error_kind = [""] * n
+        for key, errs in self.errors.items():
+            slot = self.slot.get(key)
+            if slot is None:
+                continue
+            errors[slot] = len(errs)
+            supplier_errors[slot] = sum(is_supplier_error(status, phase)
+                                        for _, status, phase in errs)
+            classes[slot] = format_error_counts(Counter(
+                error_bucket(kind, status) for kind, status, _ in errs))
+            places = [kind for kind, _, phase in errs if phase == "place"]
+            if places and np.isnan(accepted[slot]):
+                error_kind[slot] = places[-1]
+        no_seen = np.isnan(seen)
+        with np.errstate(invalid="ignore"):
+            within = ~no_seen & (seen - intended <= np.array(
+                self.obj["deadline_s"], dtype=np.float64))
+        columns: dict[str, Any] = {
+            "run_id": [run_id] * n, "mode": self.obj["mode"], "worker": self.obj["worker"],
+            "supplier": [k[0] for k in self.keys],
+            "client_order_id": [k[1] for k in self.keys],
+            "supplier_order_id": self.obj["supplier_order_id"], "sku": self.obj["sku"],
+            "quantity": self.obj["quantity"], "intended_at": _timestamps(intended),
+            "accepted_at": _timestamps(accepted), "final_at": _timestamps(num["final_at"]),
+            "acceptance_ms": (accepted - intended) * 1000,
+            "delivery_ms": (seen - intended) * 1000, "deadline_s": self.obj["deadline_s"],
+            "within_deadline": within,
+            "state": state, "last_state": self.obj["last_state"],
+            "delivered": np.isin(np.array(state, dtype=object),
+                                 ["success", "partial", "refunded"]),
+            "codes_delivered": self.obj["codes_delivered"],
+            "listed_price": num["listed_price"], "unit_price": num["unit_price"],
+            "amount": num["amount"], "sale_price": num["sale_price"],
+            "face_value": num["face_value"], "attempts": attempts, "posts": posts,
+            "resolve_gets": resolves, "polls": polls,
+            "resolution": self.obj["resolution"], "errors": errors,
+            "supplier_errors": supplier_errors, "error_classes": classes,
+            "error_kind": error_kind, "failure_reason": self.obj["failure_reason"],
+        }
+        if not n:
+            return _frame([], ORDERS_COLUMNS)
+        return pd.DataFrame({col: columns[col] for col in ORDERS_COLUMNS})
+
+
+def _timestamps(seconds: np.ndarray[Any, Any]) -> Any:
+    """Unix seconds (NaN: none) as UTC timestamps, the same as ``_ts`` makes them one by
+    one (a column of nothing but NaT is left to pandas to type, as those rows were)."""
+    if np.isnan(seconds).all():
+        return [pd.NaT] * len(seconds)
+    return pd.Series(pd.to_datetime(seconds, unit="s", utc=True))
+
+
 def build_tables(run_dir: Path) -> RunTables:
-    """Derive the tables of one run from its event log (and nothing else)."""
+    """Derive the tables of one run from its event log (and nothing else).
+
+    The log is streamed (:func:`harness.events.stream_events`: shards merged by time,
+    never held whole) and folded into compact per-order arrays, so the memory this needs
+    grows with the orders (a few hundred bytes each), not with the events. A log whose
+    shards are out of time order by more than the stream's window is read whole and
+    sorted instead, as before; the tables are the same either way."""
+    try:
+        return _fold(run_dir, stream_events(run_dir, types=_TABLE_EVENTS))
+    except EventOrderError:
+        return _fold(run_dir, read_events(run_dir))
+
+
+def _fold(run_dir: Path, events: Iterable[dict[str, Any]]) -> RunTables:
     run_id = run_dir.name
     manifest = load_manifest(run_dir)
-    orders: dict[tuple[str, str], dict[str, Any]] = {}
-    attempts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    errors: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    codes: list[dict[str, Any]] = []
+    orders = _Orders()
+    slots, num, obj = orders.slot, orders.num, orders.obj
+    codes: dict[str, list[Any]] = {col: [] for col in CODES_COLUMNS}
+    code_keys: list[tuple[str, str]] = []
     redeemed: dict[str, str] = {}
     refunds: dict[tuple[str, str], dict[str, Any]] = {}
     refund_sent: dict[tuple[str, str], float] = {}
     balances: dict[str, dict[str, float]] = defaultdict(dict)
     timeline = _TimelineBuilder(run_id)
 
-    for event in read_events(run_dir):
+    for event in events:
         kind = event["type"]
         timeline.add(event)
+        if kind == "order_observed" or kind == "schedule_slip":
+            continue  # the timeline's only
         key = (event.get("supplier", ""), event.get("client_order_id", ""))
-        if kind == "order_planned":
-            orders[key] = {
-                "run_id": run_id, "mode": event["mode"], "worker": event.get("worker", ""),
-                "supplier": key[0], "client_order_id": key[1], "supplier_order_id": "",
-                "sku": event["sku"], "quantity": event["quantity"],
-                "intended_at": event["intended_at"], "accepted_at": None, "final_at": None,
-                "deadline_s": event["deadline_s"], "listed_price": _money(event["listed_price"]),
-                "sale_price": _money(event["sale_price"]),
-                "face_value": _money(event["face_value"]), "delivered_seen_at": None,
-                "state": "unknown", "last_state": "unknown", "unit_price": float("nan"),
-                "amount": 0.0, "codes_delivered": 0, "failure_reason": "", "resolution": "",
-            }
-        elif kind == "order_attempt":
-            attempts[key][event.get("purpose") or event["method"]] += 1
-        elif kind == "order_absent" and key in orders:
-            orders[key]["intended_at"] = event["intended_at"]  # placed anew on resume
-        elif kind == "order_resumed" and key in orders and event.get("posted_at") is None:
-            orders[key]["intended_at"] = event["intended_at"]  # never sent: placed on resume
+        if kind == "order_attempt":
+            tried = orders.tried.get(key)
+            if tried is None:
+                tried = orders.tried[key] = Counter()
+            tried[event.get("purpose") or event["method"]] += 1
+        elif kind == "order_planned":
+            orders.plan(key, event)
+        elif kind == "order_accepted" and key in slots:
+            slot = slots[key]
+            if np.isnan(num["accepted_at"][slot]):
+                num["accepted_at"][slot] = event["t"]
+            obj["supplier_order_id"][slot] = event["supplier_order_id"]
+        elif kind == "order_final" and key in slots:
+            orders.final(slots[key], event)
         elif kind == "order_error":
-            errors[key].append(event)
-        elif kind == "order_accepted" and key in orders:
-            row = orders[key]
-            if row["accepted_at"] is None:
-                row["accepted_at"] = event["t"]
-            row["supplier_order_id"] = event["supplier_order_id"]
-        elif kind == "order_final" and key in orders:
-            row = orders[key]
-            row.update(final_at=event["t"], state=event["state"], last_state=event["last_state"],
-                       amount=_money(event["amount"]), unit_price=_money(event["unit_price"]),
-                       codes_delivered=event["codes_delivered"],
-                       failure_reason=event.get("failure_reason") or "",
-                       resolution=event.get("resolution") or "",
-                       delivered_seen_at=event.get("delivered_seen_at"))
+            orders.errors.setdefault(key, []).append(
+                (str(event.get("kind", "")), int(event.get("status", 0)),
+                 str(event.get("phase", ""))))
         elif kind == "code_checked":
-            codes.append({**event, "run_id": run_id})
+            for col in CODES_COLUMNS:
+                codes[col].append(event.get(col))
+            code_keys.append(key)
+        elif kind == "order_absent" and key in slots:
+            num["intended_at"][slots[key]] = event["intended_at"]  # placed anew on resume
+        elif kind == "order_resumed" and key in slots and event.get("posted_at") is None:
+            num["intended_at"][slots[key]] = event["intended_at"]  # never sent: on resume
         elif kind == "code_redeemed":
             redeemed[event["code_hash"]] = event["status"]
         elif kind == "refund_attempt":
@@ -294,7 +445,9 @@ def build_tables(run_dir: Path) -> RunTables:
                                 request_status=event["status"],
                                 claimed_amount=_money(event.get("amount")))
         elif kind == "refund_requested":
-            refunds[key] = {"run_id": run_id, "mode": orders.get(key, {}).get("mode", ""),
+            slot_ = slots.get(key)
+            refunds[key] = {"run_id": run_id,
+                            "mode": obj["mode"][slot_] if slot_ is not None else "",
                             "supplier": key[0], "client_order_id": key[1],
                             "reason": event["reason"],
                             "requested_at": refund_sent.get(key, event["t"]),
@@ -313,48 +466,23 @@ def build_tables(run_dir: Path) -> RunTables:
         elif kind == "balance_read":
             balances[key[0]][event["phase"]] = _money(event["balance"])
 
-    order_rows = []
-    for key, row in orders.items():
-        errs = errors.get(key, [])
-        place_errs = [e for e in errs if e.get("phase") == "place"]
-        delivered = row["state"] in ("success", "partial", "refunded")
-        seen = row.pop("delivered_seen_at")
-        intended = row["intended_at"]
-        row["acceptance_ms"] = (row["accepted_at"] - intended) * 1000 \
-            if row["accepted_at"] is not None else float("nan")
-        row["delivery_ms"] = (seen - intended) * 1000 if seen is not None else float("nan")
-        row["within_deadline"] = bool(seen is not None and seen - intended <= row["deadline_s"])
-        row["delivered"] = delivered
-        tried = attempts.get(key, Counter())  # by purpose; by method in logs older than it
-        row["attempts"] = sum(tried.values())
-        row["posts"] = tried["place"] + tried["repost"] + tried["POST"]
-        row["resolve_gets"] = tried["resolve"]
-        row["polls"] = tried["poll"] + tried["final_look"] + tried["GET"]
-        row["errors"] = len(errs)
-        row["supplier_errors"] = sum(is_supplier_error(int(e.get("status", 0)),
-                                                       str(e.get("phase", ""))) for e in errs)
-        row["error_classes"] = format_error_counts(Counter(
-            error_bucket(str(e.get("kind", "")), int(e.get("status", 0))) for e in errs))
-        row["error_kind"] = place_errs[-1]["kind"] if place_errs and row["accepted_at"] is None \
-            else ""
-        row["intended_at"] = _ts(intended)
-        row["accepted_at"] = _ts(row["accepted_at"])
-        row["final_at"] = _ts(row["final_at"])
-        order_rows.append(row)
+    order_frame = orders.frame(run_id)
 
-    code_rows = []
-    for event in codes:
-        row = {col: event.get(col) for col in CODES_COLUMNS}
-        row["run_id"] = run_id
-        order = orders.get((event.get("supplier", ""), event.get("client_order_id", "")), {})
-        row["mode"] = event.get("mode") or order.get("mode", "")
-        for col in ("claimed_face_value", "expected_face_value", "issuer_face_value"):
-            row[col] = _money(row[col])
-        row["expires_at"] = pd.Timestamp(row["expires_at"]) if row["expires_at"] else pd.NaT
-        row["duplicate_of"] = row["duplicate_of"] or ""
-        row["redeemed_sample"] = event["code_hash"] in redeemed
-        row["redeem_status"] = redeemed.get(event["code_hash"], "")
-        code_rows.append(row)
+    n_codes = len(code_keys)
+    codes["run_id"] = [run_id] * n_codes
+    modes = codes["mode"]
+    for i, key in enumerate(code_keys):
+        if not modes[i]:
+            slot_ = slots.get(key)
+            modes[i] = obj["mode"][slot_] if slot_ is not None else ""
+    for col in ("claimed_face_value", "expected_face_value", "issuer_face_value"):
+        codes[col] = [_money(v) for v in codes[col]]
+    codes["expires_at"] = _expiries(codes["expires_at"])
+    codes["duplicate_of"] = [v or "" for v in codes["duplicate_of"]]
+    codes["redeemed_sample"] = [h in redeemed for h in codes["code_hash"]]
+    codes["redeem_status"] = [redeemed.get(h, "") for h in codes["code_hash"]]
+    code_frame = _typed(pd.DataFrame(codes, columns=list(CODES_COLUMNS))) if n_codes \
+        else _frame([], CODES_COLUMNS)
 
     refund_rows = []
     for row in refunds.values():
@@ -366,14 +494,17 @@ def build_tables(run_dir: Path) -> RunTables:
         refund_rows.append(row)
 
     supplier_rows = []
+    amounts = order_frame["amount"].to_numpy()
     for supplier, phases in balances.items():
-        sup_orders = [r for r in order_rows if r["supplier"] == supplier]
-        amount = sum(r["amount"] for r in sup_orders if r["amount"] == r["amount"])
+        mine = (order_frame["supplier"] == supplier).to_numpy(bool)
+        own = amounts[mine]
+        # the same additions, in the same order, as summing the rows one by one
+        orders_amount = sum(own[~np.isnan(own)].tolist())
         # order_final is written before the refund phase, so these amounts are pre-refund
-        orders_amount = amount
         claimed = sum(r["claimed_amount"] for r in refund_rows if r["supplier"] == supplier
                       and r["state"] == "completed" and r["claimed_amount"] == r["claimed_amount"])
-        charged = sum(1 for r in sup_orders if r["amount"] > 0 or r["state"] == "refunded")
+        charged = int(((own > 0) | (order_frame["state"].to_numpy(object)[mine] == "refunded"))
+                      .sum())
         before = phases.get("before", float("nan"))
         after_orders = phases.get("after_orders", float("nan"))
         after = phases.get("after_refunds", after_orders)
@@ -389,13 +520,28 @@ def build_tables(run_dir: Path) -> RunTables:
         })
 
     return RunTables(
-        orders=_typed(_frame(order_rows, ORDERS_COLUMNS)),
-        codes=_typed(_frame(code_rows, CODES_COLUMNS)),
+        orders=_typed(order_frame),
+        codes=code_frame,
         refunds=_typed(_frame(refund_rows, REFUNDS_COLUMNS)),
         suppliers=_typed(_frame(supplier_rows, SUPPLIERS_COLUMNS)),
         manifests=[manifest],
         timeline=timeline.frame(),
     )
+
+
+def _expiries(values: list[Any]) -> list[Any]:
+    """``expires_at`` texts as timestamps (NaT for none), one parse per distinct text."""
+    parsed: dict[Any, Any] = {}
+    out = []
+    for value in values:
+        if not value:
+            out.append(pd.NaT)
+            continue
+        stamp = parsed.get(value)
+        if stamp is None:
+            stamp = parsed[value] = pd.Timestamp(value)
+        out.append(stamp)
+    return out
 
 
 _ERROR_COLUMNS = {"429": "err_429", "503": "err_503", "5xx": "err_5xx",
@@ -408,6 +554,10 @@ def _error_column(kind: str, status: int) -> str:
     """The timeline column of a failed request (:func:`harness.events.error_bucket`):
     every failed request has one."""
     return _ERROR_COLUMNS.get(error_bucket(kind, status), "err_other")
+
+
+_TIMELINE_EVENTS = frozenset({"order_planned", "order_attempt", "order_accepted",
+                              "order_observed", "order_error", "schedule_slip", "order_final"})
 
 
 class _TimelineBuilder:
@@ -433,7 +583,7 @@ class _TimelineBuilder:
             self.t0 = float(event["t0"])
             self.scheduled = event.get("scheduled_per_second") or {}
             return
-        if self.t0 is None:
+        if self.t0 is None or kind not in _TIMELINE_EVENTS:
             return
         supplier = event.get("supplier", "")
         key = (supplier, event.get("client_order_id", ""))
@@ -498,11 +648,11 @@ def burst_summary(run_dir: Path) -> pd.DataFrame:
     timeline's ``err_*`` columns and the live view; ``supplier errors`` leaves out the 404s
     the harness's own GETs drew; ``blocked`` counts orders the spending cap kept unsent.
     The single-class columns (429, 503, ...) stay for older callers."""
-    orders = pd.read_parquet(run_dir / "orders.parquet")
-    timeline = pd.read_parquet(run_dir / "timeline.parquet")
+    orders = read_table(run_dir / "orders.parquet")
+    timeline = read_table(run_dir / "timeline.parquet")
     orders = orders[orders["mode"] == "burst"]
-    codes = pd.read_parquet(run_dir / "codes.parquet")
-    suppliers = pd.read_parquet(run_dir / "suppliers.parquet").set_index("supplier")
+    codes = read_table(run_dir / "codes.parquet")
+    suppliers = read_table(run_dir / "suppliers.parquet").set_index("supplier")
     duration = max(1, int((timeline.groupby("second")["scheduled"].sum() > 0).sum())) \
         if len(timeline) else 1
     rows = []
@@ -571,11 +721,70 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+MONEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    name: tuple(col for col, text in columns.items() if "currency units" in text)
+    for name, columns in SCHEMAS.items()}
+"""The money columns of each table: those its schema gives in currency units."""
+
+MONEY_PARQUET = ("decimal128(38, s) in Parquet, s the fewest decimals (2 to 8) that hold "
+                 "every value of the column exactly")
+"""How money columns are stored; ``schema.json`` says it beside each one."""
+
+
+def _money_array(values: pd.Series) -> Any:
+    """A money column as an exact Arrow decimal (None where NaN), with the fewest decimals
+    from 2 to 8 that hold every value (each is the float nearest its decimal text, so it
+    casts back to that text); None if a value is infinite or too big for decimal128."""
+    import pyarrow as pa
+
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    missing = np.isnan(numbers)
+    finite = numbers[~missing]
+    if len(finite) and not np.isfinite(finite).all():
+        return None
+    scale = next((k for k in range(2, 9) if np.array_equal(np.round(finite, k), finite)), 8)
+    if len(finite) and float(np.abs(finite).max()) >= 10.0 ** (38 - scale - 1):
+        return None
+    floats = pa.array(numbers, mask=missing, type=pa.float64())
+    return floats.cast(pa.decimal128(38, scale), safe=False)
+
+
 def write_tables(run_dir: Path, tables: RunTables) -> None:
-    """Write the Parquet tables and ``schema.json`` (column → meaning and unit)."""
+    """Write the Parquet tables and ``schema.json`` (column → meaning and unit).
+
+    Money columns (:data:`MONEY_COLUMNS`) are exact decimals in Parquet
+    (:data:`MONEY_PARQUET`); a column with an infinite or astronomically large value
+    (a supplier's garbage) stays float64. :func:`read_table` reads them back as floats,
+    as :func:`build_tables` makes them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     for name in SCHEMAS:
-        getattr(tables, name).to_parquet(run_dir / f"{name}.parquet", index=False)
-    (run_dir / "schema.json").write_text(json.dumps(SCHEMAS, indent=2) + "\n")
+        frame = getattr(tables, name)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        for col in MONEY_COLUMNS[name]:
+            exact = _money_array(frame[col]) if col in frame.columns else None
+            if exact is not None:
+                table = table.set_column(table.schema.get_field_index(col), col, exact)
+        pq.write_table(table, run_dir / f"{name}.parquet")
+    schema = {name: {col: f"{text}; {MONEY_PARQUET}" if col in MONEY_COLUMNS[name] else text
+                     for col, text in columns.items()} for name, columns in SCHEMAS.items()}
+    (run_dir / "schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """One table written by :func:`write_tables`, with its decimal money as float64 (the
+    analysis works in floats; the Parquet file keeps the exact decimals)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    for i, field_ in enumerate(table.schema):
+        if pa.types.is_decimal(field_.type):  # by text: Arrow's own cast is off by an ulp
+            table = table.set_column(i, field_.name,
+                                     table.column(i).cast(pa.string()).cast(pa.float64()))
+    frame: pd.DataFrame = table.to_pandas()
+    return frame
 
 
 def load_manifest(run_dir: Path) -> dict[str, Any]:
@@ -607,7 +816,7 @@ def load_runs(run_dirs: Iterable[Path], *, allow_partial: bool = False) -> RunTa
             and (run_dir / f"{name}.parquet").stat().st_mtime
             >= max((p.stat().st_mtime for p in run_dir.glob("events*.jsonl")), default=0)
             for name in SCHEMAS)
-        frames = {n: pd.read_parquet(run_dir / f"{n}.parquet") for n in SCHEMAS} if fresh \
+        frames = {n: read_table(run_dir / f"{n}.parquet") for n in SCHEMAS} if fresh \
             else {}
         if fresh and all(list(frames[n].columns) == list(SCHEMAS[n]) for n in SCHEMAS):
             part = RunTables(**frames, manifests=[load_manifest(run_dir)])

@@ -1,0 +1,166 @@
+"""The streaming table builder gives the same tables as the builder it replaced, and
+money is exact decimals in the Parquet files."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import random
+import sys
+import tarfile
+from decimal import Decimal
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from harness.events import EventOrderError, read_events, stream_events
+from harness.results import MONEY_COLUMNS, SCHEMAS, build_tables, read_table, write_tables
+
+ROOT = Path(__file__).parent.parent
+REAL_RUNS = Path(__file__).parent / "data" / "runs" / "real-runs.tar.gz"
+
+
+@functools.cache
+def _reference() -> ModuleType:
+    """bench/tables_reference.py: the builder before the streaming one."""
+    spec = importlib.util.spec_from_file_location("tables_reference",
+                                                  ROOT / "bench" / "tables_reference.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tables_reference"] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A real burst (4 suppliers, errors, slips, callbacks) and a real demo trial (refunds,
+    redeemed codes, bad codes) recorded by trialbench, unpacked."""
+    root = tmp_path_factory.mktemp("real")
+    with tarfile.open(REAL_RUNS) as archive:
+        archive.extractall(root, filter="data")
+    return {"burst": root / "burst", "trial": root / "trial"}
+
+
+def _assert_same_tables(run_dir: Path) -> None:
+    old = _reference().build_tables(run_dir)
+    new = build_tables(run_dir)
+    for name in SCHEMAS:
+        pd.testing.assert_frame_equal(getattr(new, name), getattr(old, name), check_exact=True)
+
+
+@pytest.mark.parametrize("kind", ["burst", "trial"])
+def test_streamed_tables_equal_the_old_builders(real_runs: dict[str, Path], kind: str) -> None:
+    """On a real burst and a real trial, every table is the old builder's, value for value
+    (every order once, amounts to the last bit)."""
+    _assert_same_tables(real_runs[kind])
+
+
+def test_stream_gives_the_sorted_order(real_runs: dict[str, Path]) -> None:
+    """The stream yields exactly the events of read_events in the same order, also with a
+    small window and small chunks."""
+    run = real_runs["burst"]
+    assert list(stream_events(run, window_s=0.2, chunk_bytes=4096)) == list(read_events(run))
+
+
+def _write(run_dir: Path, shards: dict[str, list[dict[str, Any]]]) -> Path:
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text(json.dumps({"run_id": run_dir.name}))
+    for name, events in shards.items():
+        with (run_dir / name).open("w") as handle:
+            for event in events:
+                handle.write(json.dumps(event, separators=(",", ":")) + "\n")
+    return run_dir
+
+
+def _planned(cid: str, t: float, mode: str = "trial") -> dict[str, Any]:
+    return {"t": t, "type": "order_planned", "supplier": "s", "client_order_id": cid,
+            "mode": mode, "worker": "w0", "sku": "c", "quantity": 1, "intended_at": t,
+            "deadline_s": 10, "listed_price": "9.05", "sale_price": "10.10",
+            "face_value": "10"}
+
+
+def test_resume_replan_and_refund_edge_cases_match(tmp_path: Path) -> None:
+    """Re-planned orders, resumed and absent orders, a refund re-read on resume, balances
+    and two shards with equal times give the old builder's tables."""
+    key = {"supplier": "s", "client_order_id": "o1"}
+    key2 = {"supplier": "s", "client_order_id": "o2"}
+    main = [
+        {"t": 100.0, "type": "trial_started"},
+        {"t": 100.0, "type": "balance_read", "supplier": "s", "phase": "before",
+         "balance": "100.00"},
+        _planned("o1", 100.0), _planned("o2", 100.5),
+        {"t": 100.6, "type": "order_attempt", **key, "attempt": 1, "method": "POST",
+         "purpose": "place"},
+        {"t": 100.7, "type": "order_error", **key, "kind": "http_503", "status": 503,
+         "phase": "place"},
+        {"t": 100.8, "type": "order_accepted", **key, "supplier_order_id": "X1",
+         "status": 201, "state": "submitted", "unit_price": "9.05", "amount": "9.05",
+         "via": "post"},
+        {"t": 101.0, "type": "order_final", **key, "state": "success",
+         "last_state": "success", "amount": "9.05", "unit_price": "9.05",
+         "codes_delivered": 1, "delivered_at": None, "failure_reason": None,
+         "delivered_seen_at": 100.9, "within_deadline": True, "skipped": None},
+        {"t": 101.5, "type": "refund_attempt", **key, "reason": "unused"},
+        {"t": 101.6, "type": "refund_requested", **key, "reason": "unused", "status": 201,
+         "state": "pending", "amount": "9.05"},
+        {"t": 102.0, "type": "balance_read", "supplier": "s", "phase": "after_orders",
+         "balance": "90.90"},
+    ]
+    resume = [
+        {"t": 103.0, "type": "run_resumed"},
+        {"t": 103.0, "type": "order_resumed", **key2, "intended_at": 103.0, "posted_at": None},
+        _planned("o1", 103.1),
+        {"t": 103.2, "type": "order_absent", **key2, "intended_at": 103.2},
+        {"t": 103.3, "type": "refund_requested", **key, "reason": "unused", "status": 200,
+         "state": "completed", "amount": "9.05", "via": "resume"},
+        {"t": 103.4, "type": "refund_final", **key, "state": "completed", "final": True,
+         "amount": "9.05", "resolved_seen_at": 103.35, "credited_amount": "9.05",
+         "credited": True},
+        {"t": 104.0, "type": "resume_finished"},
+    ]
+    run = _write(tmp_path / "run", {"events.jsonl": main, "events-resume-1.jsonl": resume})
+    _assert_same_tables(run)
+
+
+def test_a_shard_far_out_of_order_falls_back_to_sorting(tmp_path: Path) -> None:
+    """A shard whose lines are out of time order beyond the window cannot be streamed; the
+    builder then sorts the whole log and the tables are still the old builder's."""
+    events = [_planned(f"o{i}", 100.0 + i) for i in range(40)]
+    random.Random(3).shuffle(events)
+    run = _write(tmp_path / "shuffled", {"events.jsonl": [{"t": 99.0, "type": "trial_started"},
+                                                          *events]})
+    with pytest.raises(EventOrderError):
+        list(stream_events(run, window_s=1.0, chunk_bytes=256))
+    _assert_same_tables(run)
+
+
+def test_money_is_decimal_in_parquet_and_exact(real_runs: dict[str, Path],
+                                               tmp_path: Path) -> None:
+    """Every money column is a decimal in the Parquet file, holding the log's amounts to
+    the cent, and reads back as the builder's floats; schema.json says so."""
+    run = real_runs["trial"]
+    tables = build_tables(run)
+    out = tmp_path / run.name
+    out.mkdir()
+    write_tables(out, tables)
+    logged = {e["client_order_id"]: Decimal(e["amount"]) for e in read_events(run)
+              if e["type"] == "order_final" and e.get("amount") is not None}
+    orders = pq.read_table(out / "orders.parquet").to_pandas()
+    assert all(isinstance(v, Decimal) for v in orders["amount"])
+    assert {cid: amount for cid, amount in zip(orders["client_order_id"], orders["amount"],
+                                               strict=True)} == logged
+    schema = json.loads((out / "schema.json").read_text())
+    for name, columns in MONEY_COLUMNS.items():
+        fields = pq.read_schema(out / f"{name}.parquet")
+        for col in columns:
+            assert str(fields.field(col).type).startswith("decimal128(38,"), (name, col)
+            assert "decimal128" in schema[name][col]
+        back = read_table(out / f"{name}.parquet")
+        for col in columns:
+            pd.testing.assert_series_equal(back[col], getattr(tables, name)[col].astype(float))
