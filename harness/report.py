@@ -49,7 +49,7 @@ from rich.table import Table
 from harness.analysis import RunAnalysis, load_table, percent_interval
 from harness.events import parse_error_counts
 from harness.i18n import html_lang, text
-from harness.i18n.fonts import figure_fonts, figure_lang
+from harness.i18n.fonts import embedded_font_css, figure_fonts, figure_lang
 from harness.i18n.vocabulary import error_counts, term
 from harness.metrics import BAD_VERDICTS, seconds
 from harness.ranking import Ranking
@@ -611,12 +611,18 @@ def _report_context(analysis: RunAnalysis, figs: Mapping[str, Figure], lang: str
 
 
 def render_html(analysis: RunAnalysis, figs: dict[str, Figure] | None = None,
-                lang: str = "en") -> str:
+                lang: str = "en", *, embed_font: bool = True) -> str:
     """The whole report as one HTML document in ``lang`` (figures inline as base64 PNG),
-    from the template ``harness/templates/report.html.j2``."""
+    from the template ``harness/templates/report.html.j2``. A ``zh`` report embeds the
+    glyphs it uses of the CJK font (``embed_font``), so it reads right anywhere."""
     figs = figs if figs is not None else figures(analysis, lang)
-    html: str = _environment().get_template("report.html.j2").render(
-        _report_context(analysis, figs, lang))
+    template = _environment().get_template("report.html.j2")
+    context = _report_context(analysis, figs, lang)
+    html: str = template.render(context, font_css="")
+    if lang != "en" and embed_font:  # the glyphs it uses, for readers without CJK fonts
+        font_css = embedded_font_css(html)
+        if font_css:
+            html = template.render(context, font_css=font_css)
     return html
 
 

@@ -183,10 +183,12 @@ def _visible(html_text: str) -> str:
 
 
 def test_chinese_report_reads_without_english(analysis: RunAnalysis) -> None:
-    """``lang=zh``: the page says lang=zh-CN, the tiers, gates and their evidence are in
-    Chinese, and no tier, fault or state shows its English data name."""
+    """``lang=zh``: the page says lang=zh-CN, embeds the CJK glyphs it uses (readable
+    without Chinese fonts), the tiers, gates and their evidence are in Chinese, and no
+    tier, fault or state shows its English data name."""
     page = render_html(analysis, figs={}, lang="zh")
     assert "<html lang=zh-CN>" in page
+    assert '@font-face{font-family:"trialbench-cjk";src:url(data:font/woff;base64,' in page
     verdict = _visible(page[:page.index("id=figures")])
     for words in ("结论", "金牌", "一票否决", "发卡方查无此码（伪造）", "已被兑换（二次售卖）",
                   "标记为已完成但从未到账", "余额被扣除未公开的费用，每单 1.50", "供应商",
@@ -235,7 +237,7 @@ def test_display_name_and_qualifications_in_report_and_terminal(
     found = analysis.findings.set_index(["supplier", "kind"])
     assert found.loc[("acme", "authorisation_lapses_before_peak"), "gates"]
     assert "acme" in analysis.ranking.gated
-    page = _visible(render_html(analysis, figs={}, lang="zh"))
+    page = _visible(render_html(analysis, figs={}, lang="zh", embed_font=False))
     assert "星辰卡盟 一票否决" in page and "早于大促日" in page and "浙ICP备12345678号" in page
     console = Console(record=True, width=200)
     print_analysis(analysis, console, lang="zh")

@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
-__all__ = ["CJK_FAMILIES", "PROBE", "cjk_font", "figure_fonts", "figure_lang",
-           "has_glyphs"]
+__all__ = ["CJK_FAMILIES", "PROBE", "cjk_font", "cjk_font_path", "embedded_font_css",
+           "figure_fonts", "figure_lang", "has_glyphs"]
 
 CJK_FAMILIES: tuple[str, ...] = (
     "Noto Sans CJK SC", "Source Han Sans SC", "Noto Sans SC", "WenQuanYi Micro Hei",
@@ -60,14 +60,14 @@ def _packaged_font() -> Path | None:
 
 
 @cache
-def cjk_font() -> str | None:
-    """The family name of a font with Chinese glyphs that matplotlib can use, or None."""
+def _found() -> tuple[str, str] | None:
     from matplotlib import font_manager
 
     packaged = _packaged_font()
     if packaged is not None and has_glyphs(packaged):
         font_manager.fontManager.addfont(str(packaged))
-        return str(font_manager.FontProperties(fname=str(packaged)).get_name())
+        return (str(font_manager.FontProperties(fname=str(packaged)).get_name()),
+                str(packaged))
     for family in CJK_FAMILIES:
         try:
             path = font_manager.findfont(font_manager.FontProperties(family=family),
@@ -75,8 +75,56 @@ def cjk_font() -> str | None:
         except ValueError:
             continue
         if has_glyphs(path):
-            return family
+            return family, path
     return None
+
+
+def cjk_font() -> str | None:
+    """The family name of a font with Chinese glyphs that matplotlib can use, or None."""
+    found = _found()
+    return None if found is None else found[0]
+
+
+def cjk_font_path() -> str | None:
+    """The file of :func:`cjk_font`, or None."""
+    found = _found()
+    return None if found is None else found[1]
+
+
+EMBEDDED_FAMILY = "trialbench-cjk"
+"""CSS family of the CJK glyphs :func:`embedded_font_css` embeds in a report."""
+
+
+def embedded_font_css(page: str) -> str:
+    """An ``@font-face`` rule that embeds, as a base64 WOFF, only the glyphs of the CJK
+    font that ``page`` uses (fontTools subsetting; tens of kB), so a Chinese report reads
+    right on a machine without Chinese fonts; empty without a CJK font or CJK text."""
+    import base64
+    import io
+
+    chars = "".join(sorted({c for c in page if ord(c) >= 0x2E80}))
+    path = cjk_font_path()
+    if not chars or path is None:
+        return ""
+    from fontTools import subset  # type: ignore[import-untyped]  # fontTools ships no types
+    from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
+
+    options = subset.Options()
+    options.flavor = "woff"  # zlib: no extra compressor needed
+    options.layout_features = ["*"]
+    try:
+        font = TTFont(path, fontNumber=0)
+        subsetter = subset.Subsetter(options)
+        subsetter.populate(text=chars)
+        subsetter.subset(font)
+        buffer = io.BytesIO()
+        font.flavor = "woff"
+        font.save(buffer)
+    except Exception:  # a font fontTools cannot subset: the reader's own fonts will do
+        return ""
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (f'@font-face{{font-family:"{EMBEDDED_FAMILY}";'
+            f'src:url(data:font/woff;base64,{data}) format("woff")}}')
 
 
 def figure_lang(lang: str) -> str:
