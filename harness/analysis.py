@@ -58,6 +58,7 @@ __all__ = [
     "run_date",
     "separations",
     "supplier_facts",
+    "write_analysis_csv",
 ]
 
 
@@ -272,6 +273,19 @@ def _qual_row(supplier: str, kind: str, count: int, n: int, window: int, gates: 
     return {"supplier": supplier, "kind": kind, "count": count, "n": n,
             "share": count / n if n else np.nan, "lo": np.nan, "hi": np.nan,
             "threshold": float(window), "gates": gates, **detail}
+
+
+def write_analysis_csv(analysis: RunAnalysis, folder: Path) -> Path:
+    """:func:`harness.ranking.write_ranking_csv` (``ranking.csv``, ``ranking_beats.csv``),
+    with ``findings.csv`` holding every finding: the gates' and the qualifications', these
+    with :data:`QUALIFICATION_COLUMNS` after the columns of
+    :data:`harness.ranking.FINDINGS_COLUMNS`. Returns the path of ``ranking.csv``."""
+    from harness.ranking import write_ranking_csv
+
+    path = write_ranking_csv(analysis.ranking, folder)
+    if len(analysis.findings.columns):
+        analysis.findings.to_csv(folder / "findings.csv", index=False)
+    return path
 
 
 def burst_orders(tables: RunTables) -> pd.DataFrame:

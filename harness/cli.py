@@ -233,9 +233,8 @@ def _use_lang(args: argparse.Namespace) -> str:
 
 
 def _cmd_rank(args: argparse.Namespace) -> int:
-    from harness.analysis import analyse_runs
+    from harness.analysis import analyse_runs, write_analysis_csv
     from harness.i18n import resolve_lang, text
-    from harness.ranking import write_ranking_csv
     from harness.report import print_analysis
 
     lang = resolve_lang(args.lang)
@@ -243,7 +242,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     analysis = analyse_runs(runs, allow_partial=args.allow_partial)
     _name_partial_runs(analysis.tables.manifests)
     print_analysis(analysis, lang=lang)  # the same headline as the report and the demo
-    path = write_ranking_csv(analysis.ranking, Path(args.out) if args.out else runs[0])
+    path = write_analysis_csv(analysis, Path(args.out) if args.out else runs[0])
     print(text("terminal.ranking_path", lang, path=path))
     return 0
 

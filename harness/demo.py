@@ -56,15 +56,14 @@ def run_demo(*, fleet_path: Path = DEMO_FLEET, scenario_path: Path = DEMO_SCENAR
         env = {**(environ if environ is not None else os.environ), **fleet_env(fleet, sim.url)}
         run_dir = run_trial(scenario_path, results_root=results_root, env=env,
                             show_progress=show_progress)
-    from harness.analysis import analyse_runs
+    from harness.analysis import analyse_runs, write_analysis_csv
     from harness.i18n import resolve_lang
-    from harness.ranking import write_ranking_csv
     from harness.report import print_analysis, write_report
 
     lang = resolve_lang(None)  # --lang reaches here as $TRIALBENCH_LANG, as in the summary
     analysis = analyse_runs([run_dir])
     print_analysis(analysis, console, lang=lang)
-    write_ranking_csv(analysis.ranking, run_dir)
+    write_analysis_csv(analysis, run_dir)
     report = write_report(analysis, lang=lang)
     console.print(f"run folder: {run_dir}")
     console.print(f"summary:    {run_dir / 'report.md'}")
