@@ -1,9 +1,11 @@
-"""Live per-supplier progress of a trial in the terminal (rich)."""
+"""Live per-supplier progress of a trial in the terminal (rich), with the time elapsed
+and an estimate of the time left."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 
 from rich.console import Console
@@ -15,6 +17,24 @@ COLUMNS = (("planned", "planned"), ("accepted", "accepted"), ("success", "delive
            ("unknown", "unknown"), ("skipped", "capped"), ("bad_codes", "bad codes"),
            ("refunds", "refunds"), ("refunds_completed", "refunded"),
            ("forged_callbacks", "forged cb"))
+FINAL_STATES = ("success", "partial", "failed", "refunded", "unknown", "skipped")
+"""The counters that mark an order final (each order counts once, when it ends)."""
+
+
+def eta_text(elapsed_s: float, final: int, total: int) -> str:
+    """``elapsed 12 s · orders final 40/120 · about 24 s left for the orders``: the time
+    left from the pace so far (orders final per second), or what comes next.
+
+    >>> eta_text(12.0, 40, 120)
+    'elapsed 12 s · orders final 40/120 · about 24 s left for the orders (refunds follow)'
+    """
+    head = f"elapsed {elapsed_s:.0f} s · orders final {final}/{total}"
+    if total and final >= total:
+        return head + " · following refunds and reading balances"
+    if final == 0 or elapsed_s <= 0:
+        return head + " · time left: known once the first orders end"
+    left = (total - final) * elapsed_s / final
+    return head + f" · about {left:.0f} s left for the orders (refunds follow)"
 
 
 class TrialProgress:
@@ -28,12 +48,20 @@ class TrialProgress:
         self.enabled = enabled and self.console.is_terminal  # no redraws into logs
         self._live: Live | None = None
         self._task: asyncio.Task[None] | None = None
+        self.started = time.monotonic()
+
+    @property
+    def final(self) -> int:
+        """Orders that reached a final state (every supplier)."""
+        return sum(counts[state] for counts in self.counts.values() for state in FINAL_STATES)
 
     def count(self, supplier: str, what: str, n: int = 1) -> None:
         self.counts[supplier][what] += n
 
     def table(self) -> Table:
-        table = Table(title="trial progress", expand=False)
+        total = self.orders_per_supplier * len(self.counts)
+        table = Table(title="trial progress", expand=False, caption=eta_text(
+            time.monotonic() - self.started, min(self.final, total), total))
         table.add_column("supplier")
         for _, label in COLUMNS:
             table.add_column(label, justify="right")
@@ -47,6 +75,7 @@ class TrialProgress:
             await asyncio.sleep(0.25)
 
     async def __aenter__(self) -> TrialProgress:
+        self.started = time.monotonic()
         if self.enabled:
             self._live = Live(self.table(), console=self.console, auto_refresh=False,
                               transient=False)

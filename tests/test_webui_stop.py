@@ -150,3 +150,25 @@ def test_ctrl_c_marks_orders_in_flight_interrupted_and_exits_130(tmp_path: Path)
     assert manifest["stopped"]["unsettled_orders"] == unsettled > 0
     assert code == 130 and manifest["interrupted"], output
     assert "marked interrupted" in output
+
+
+def test_trial_live_view_shows_elapsed_time_and_eta() -> None:
+    """The trial's live table says how long it has run and, from the pace so far, how
+    long the orders have left; before any order ends it says so instead of guessing."""
+    from rich.console import Console
+
+    from harness.progress import TrialProgress, eta_text
+
+    assert eta_text(12.0, 40, 120).startswith("elapsed 12 s · orders final 40/120 · about 24 s")
+    assert "known once the first orders end" in eta_text(3.0, 0, 120)
+    assert "following refunds" in eta_text(30.0, 120, 120)
+    console = Console(width=200, record=True)
+    progress = TrialProgress(["acme", "shady"], 10, enabled=False, console=console)
+    progress.started -= 10.0
+    for _ in range(4):
+        progress.count("acme", "planned")
+        progress.count("acme", "success")
+    progress.count("shady", "skipped")
+    console.print(progress.table())
+    text = console.export_text()
+    assert "elapsed 10 s · orders final 5/20 · about 30 s left" in text
