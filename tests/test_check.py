@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +27,9 @@ from harness.check.metrics import METRICS, Measure
 from harness.check.sla import Threshold
 from harness.check.stats import quantile_interval
 from harness.demo import fleet_env
+from harness.drivers.base import Failure as Failure_
 from harness.errors import ScenarioError
+from harness.results import load_runs
 from harness.scenario import parse_scenario
 from harness.simulator.process import start_simulator
 from harness.simulator.profiles import load_fleet
@@ -142,8 +145,9 @@ def closed_port() -> int:
 
 
 def test_unreachable_supplier_exits_3(tmp_path: Path) -> None:
-    """A trial against a port nothing listens on is judged 'cannot be judged' (exit 3),
-    with a JUnit error, not a pass."""
+    """A trial against a port nothing listens on fails its orders at once as never sent (no
+    unknown outcome to resolve), and check judges it 'cannot be judged' (exit 3) with a JUnit
+    error, not a pass."""
     from harness.run.trial import run_trial
 
     scenario = tmp_path / "dead.yaml"
@@ -154,7 +158,13 @@ def test_unreachable_supplier_exits_3(tmp_path: Path) -> None:
                                  "unknown_outcome_window_s: 0.3\n  request_timeout_s: 1"))
     env = {**os.environ, "TRIALBENCH_DEMO_X_API_KEY": "k", "TRIALBENCH_DEMO_X_SECRET": "s",
            "TRIALBENCH_DEMO_ISSUER_API_KEY": "i"}
+    started = time.monotonic()
     run_dir = run_trial(scenario, results_root=tmp_path / "r", env=env, show_progress=False)
+    orders = load_runs([run_dir], allow_partial=True).orders
+    # a refused connection is "not sent": failed at once, never asked about as unknown
+    assert set(orders["resolution"]) == {"refused:not_sent:ConnectError"}
+    assert set(orders["resolve_gets"]) == {0}
+    assert time.monotonic() - started < 15
     report = check_runs([run_dir])
     assert report.exit_code == 3
     errors = [c for s in JUnitXml.fromstring(junit_xml(report)) for c in s
@@ -197,6 +207,14 @@ def test_rates_are_judged_on_their_interval() -> None:
     assert judge("refund_credited_rate >= 1", 5, 5) == "pass/met"
     assert judge("refund_credited_rate >= 1", 4, 5) == "fail/breach"
     assert judge("validity_rate >= 0.99", 5, 10) == "skipped/too_few"
+
+
+def test_refused_connection_is_not_an_unknown_outcome() -> None:
+    """A write the transport never sent (connection refused) bought nothing; any other
+    missing answer leaves the outcome unknown."""
+    assert not Failure_("not_sent:ConnectError", 0).outcome_unknown
+    assert Failure_("connect_error:ReadError", 0).outcome_unknown
+    assert Failure_("timeout", 0).outcome_unknown
 
 
 def test_percentile_interval_needs_enough_orders() -> None:

@@ -57,15 +57,21 @@ class HttpRequest:
     """A read may be retried freely on 5xx; a write (placing an order) may not."""
 
 
+NOT_SENT = "not_sent"
+"""``transport_error`` prefix for a request that certainly never reached the supplier:
+httpx raised ``ConnectError`` (TCP connect or TLS handshake failed), which happens before any
+byte of the request is written. A write that was not sent bought nothing."""
+
+
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
     """What came back. ``status`` 0 means no answer (timeout or connection error).
 
     ``transport_error`` says what went wrong: with status 0, why nothing came
-    (``timeout``, ``connect_error:<name>``); with a status, why the body did not come
-    whole (``timeout``: past the request's total deadline, ``body_too_large``: over the
-    body cap) and ``body`` is empty. Either way the answer cannot be read: for a write
-    its outcome is unknown."""
+    (``timeout``, ``not_sent:ConnectError``, ``connect_error:<name>``); with a status,
+    why the body did not come whole (``timeout``: past the request's total deadline,
+    ``body_too_large``: over the body cap) and ``body`` is empty. Either way the answer
+    cannot be read: for a write its outcome is unknown, unless it was never sent."""
 
     status: int
     headers: Mapping[str, str]
@@ -91,7 +97,11 @@ class Failure:
     @property
     def outcome_unknown(self) -> bool:
         """For a write: the supplier may or may not have acted (5xx, no answer, or a
-        redirect, which is never followed: a 303 after a POST may mean it was done)."""
+        redirect, which is never followed: a 303 after a POST may mean it was done). Not
+        when the transport knows the request never left (:data:`NOT_SENT`: the connection
+        was refused before a byte of it was sent)."""
+        if self.status == 0 and self.kind.startswith(NOT_SENT):
+            return False
         return self.status == 0 or self.status >= 500 or 300 <= self.status < 400
 
     @property

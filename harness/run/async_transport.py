@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import httpx
 
-from harness.drivers.base import HttpRequest, HttpResponse
+from harness.drivers.base import NOT_SENT, HttpRequest, HttpResponse
 from harness.run.lifecycle import Send, Steps
 
 T = TypeVar("T")
@@ -166,6 +166,8 @@ class AsyncTransport:
             return done(error="timeout")
         except BodyError as exc:
             return done(error=exc.kind)
+        except httpx.ConnectError as exc:  # connect/TLS failed: no byte of it was sent
+            return done(error=f"{NOT_SENT}:{type(exc).__name__}")
         except httpx.HTTPError as exc:
             kind = "connect_error" if status == 0 else "body_error"
             return done(error=f"{kind}:{type(exc).__name__}")
