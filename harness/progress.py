@@ -12,9 +12,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-COLUMNS = (("planned", "planned"), ("accepted", "accepted"), ("success", "delivered"),
-           ("in_sla", "in SLA"), ("partial", "partial"), ("failed", "failed"),
-           ("unknown", "unknown"), ("skipped", "capped"), ("bad_codes", "bad codes"),
+from harness.i18n.vocabulary import term
+
+COLUMNS = (("planned", "planned"), ("accepted", "accepted"),
+           ("success", term("state", "success", "en")), ("in_sla", "in SLA"),
+           *((s, term("state", s, "en")) for s in ("partial", "failed", "unknown", "skipped")),
+           ("bad_codes", "bad codes"),
            ("refunds", "refunds"), ("refunds_completed", "refunded"),
            ("forged_callbacks", "forged cb"))
 FINAL_STATES = ("success", "partial", "failed", "refunded", "unknown", "skipped")
