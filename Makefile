@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench notebook clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,zh]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,burst,zh]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -26,6 +26,16 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+# JupyterLab (the optional notebook extra, installed once) on the comparison notebook; it
+# reads the newest run under results/ (make demo makes one), or RUN=results/<run-id>
+notebook: $(VENV)/.notebook
+	@ls -d results/*/ >/dev/null 2>&1 || { echo "no run under results/: run 'make demo' first"; exit 2; }
+	TRIALBENCH_RUN="$(RUN)" $(BIN)/jupyter lab notebooks/compare_suppliers.ipynb
+
+$(VENV)/.notebook: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[notebook]'
+	touch $@
 
 bench: $(STAMP)
 	$(BIN)/python bench/sim_throughput.py

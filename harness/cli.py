@@ -278,6 +278,8 @@ def _cmd_burst(args: argparse.Namespace) -> int:
 
         print_burst_plan(load_scenario(Path(args.scenario)))
         return DONE
+    if not _have_locust():
+        return BAD_INPUT
     from harness.run.burst import run_burst, terminal  # imports Locust (gevent patches)
 
     options = {"results_root": Path(args.results), "workers": args.workers,
@@ -300,7 +302,22 @@ def _cmd_burst(args: argparse.Namespace) -> int:
     return _run_exit(run_dir)
 
 
+def _have_locust() -> bool:
+    """Bursts need the optional Locust extra; say how to install it when it is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("locust") is not None and \
+            importlib.util.find_spec("ddsketch") is not None:
+        return True
+    print("trialbench: error: bursts run on Locust, which is not installed; install the "
+          "burst extra: pip install 'trialbench[burst]' (from a checkout: pip install -e "
+          "'.[burst]'; `make` installs it)", file=sys.stderr)
+    return False
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
+    if not _have_locust():
+        return BAD_INPUT
     from harness.run.worker import run_worker  # imports Locust: gevent patches this process
 
     host, _, port = args.master.rpartition(":")

@@ -88,3 +88,20 @@ def test_installed_wheel_runs_outside_the_source_tree(installed: Path,
     runs = [path for path in (tmp_path / "results").iterdir() if path.is_dir()]
     assert len(runs) == 1 and (runs[0] / "orders.parquet").is_file()
     assert "trial summary" in trial.stdout + trial.stderr
+
+
+def test_burst_without_locust_says_what_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Locust is the optional burst extra: without it, `trialbench burst` (and `worker`)
+    exits 2 naming the extra to install, before importing anything of the burst."""
+    import importlib.util
+
+    from harness.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "locust" else real(name, *a))
+    assert main(["burst", str(ROOT / "scenarios" / "starter.yaml")]) == 2
+    assert "pip install 'trialbench[burst]'" in capsys.readouterr().err
+    assert main(["worker", "--master", "127.0.0.1:5557"]) == 2
+    assert "trialbench[burst]" in capsys.readouterr().err

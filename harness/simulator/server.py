@@ -53,7 +53,7 @@ def serve(path: Path, *, host: str = "127.0.0.1", port: int = 0, seed: int | Non
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-    config = uvicorn.Config(SimulatorApp(sim), loop="uvloop", http="httptools",
+    config = uvicorn.Config(SimulatorApp(sim), loop="uvloop", http="httptools", ws="none",
                             log_level="warning", access_log=False, lifespan="on",
                             timeout_keep_alive=30,
                             timeout_graceful_shutdown=2)  # held ("silent") replies end
