@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,17 +102,18 @@ def test_same_seed_rerun_passes(runs: dict[str, Path]) -> None:
     assert any(r.layer == "threshold" and r.status == "pass" for r in report.results)
 
 
-def test_degraded_supplier_fails_and_is_named_everywhere(runs: dict[str, Path],
-                                                         tmp_path: Path) -> None:
+def test_degraded_supplier_fails_and_is_named_everywhere(
+        runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A degraded run exits 1 naming the supplier and metric on the terminal, in the JUnit
     file (read with junitparser) and in the Markdown summary."""
+    from harness.cli import main
+
     junit, summary = tmp_path / "junit.xml", tmp_path / "summary.md"
-    done = subprocess.run([sys.executable, "-m", "harness", "check", str(runs["bad"]),
-                           "--baseline", str(runs["a"]), "--junit", str(junit),
-                           "--summary", str(summary)], capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "x validity_rate" in done.stdout
+    code = main(["check", str(runs["bad"]), "--baseline", str(runs["a"]), "--junit", str(junit),
+                 "--summary", str(summary), "--lang", "en"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "x validity_rate" in out
     suites = {suite.name: suite for suite in JUnitXml.fromfile(str(junit))}
     failed = [case for case in suites["x"] if any(isinstance(r, Failure) for r in case.result)]
     assert any("validity_rate" in case.name and "baseline 1 " in case.result[0].message
@@ -253,10 +252,10 @@ def _compare(old: dict[str, Measure], new: dict[str, Measure]) -> list[CheckResu
 
 
 def test_unchanged_reruns_raise_few_false_alarms() -> None:
-    """Over 40 A/A comparisons (same distributions), comparisons with any regression stay
+    """Over 30 A/A comparisons (same distributions), comparisons with any regression stay
     within what alpha (family-wise, Holm) allows (the closing note has N=1000)."""
     rng = np.random.default_rng(12)
-    trials = 40
+    trials = 30
     alarms = sum(any(r.status == "fail" for r in _compare(_supplier(rng), _supplier(rng)))
                  for _ in range(trials))
     assert alarms <= stats.binom.ppf(0.999, trials, 0.01)
@@ -275,3 +274,26 @@ def test_slower_bursts_and_bad_codes_are_caught() -> None:
                if r.status == "fail"}
         codes_hits += "validity_rate" in bad
     assert slow_hits >= 9 and codes_hits >= 9
+
+
+def test_check_with_history_compares_with_the_last_green_run_and_records(
+        runs: dict[str, Path], tmp_path: Path) -> None:
+    """With --history, check takes the history's run folder as the baseline, records each
+    checked run in index.jsonl (green or red), and a red run is never the next baseline."""
+    import shutil
+
+    from harness.check.command import run_check
+    from harness.check.history import read_history
+
+    history = tmp_path / "history"
+    shutil.copytree(runs["a"], history / "runs" / runs["a"].name)
+    assert run_check([str(runs["bad"])], history=str(history)) == 1
+    assert run_check([str(runs["b"])], history=str(history)) == 0
+    entries = read_history(history)
+    status = {e.run_id: e.status for e in entries}
+    assert status == {runs["a"].name: "unchecked", runs["b"].name: "green",
+                      runs["bad"].name: "red"}
+    bad = next(e for e in entries if e.run_id == runs["bad"].name)
+    assert bad.suppliers["x"]["validity_rate"] < 1
+    report = check_runs([runs["bad"]], history_dir=history)  # newest green run: b
+    assert report.baseline_runs == [runs["b"].name]

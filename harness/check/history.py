@@ -88,7 +88,10 @@ def entry_values(measures: dict[str, dict[str, Measure]], tiers: dict[str, str]
     for supplier, found in measures.items():
         row: dict[str, Any] = {"tier": tiers.get(supplier, "")}
         for metric, m in found.items():
-            row[metric] = _value(m.value) if m.n else None
+            # a percentile from too few orders is not a percentile: not shown, not followed
+            enough = m.n >= METRICS[metric].min_samples if METRICS[metric].kind == "quantile" \
+                else m.n > 0
+            row[metric] = _value(m.value) if enough else None
             row[f"{metric}_n"] = m.n
         out[supplier] = row
     return out
