@@ -31,7 +31,8 @@ pytest: $(STAMP)
 # reads the newest run under results/ (make demo makes one), or RUN=results/<run-id>
 notebook: $(VENV)/.notebook
 	@ls -d results/*/ >/dev/null 2>&1 || { echo "no run under results/: run 'make demo' first"; exit 2; }
-	TRIALBENCH_RUN="$(RUN)" $(BIN)/jupyter lab notebooks/compare_suppliers.ipynb
+	TRIALBENCH_RUN="$(RUN)" $(BIN)/jupyter lab notebooks/compare_suppliers.ipynb \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 $(VENV)/.notebook: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[notebook]'
