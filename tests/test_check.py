@@ -297,3 +297,18 @@ def test_check_with_history_compares_with_the_last_green_run_and_records(
     assert bad.suppliers["x"]["validity_rate"] < 1
     report = check_runs([runs["bad"]], history_dir=history)  # newest green run: b
     assert report.baseline_runs == [runs["b"].name]
+
+
+def test_interrupted_run_cannot_be_judged(runs: dict[str, Path], tmp_path: Path) -> None:
+    """A run whose log lacks its finish event is reported as interrupted (a JUnit error) and
+    check exits 3, whatever its thresholds would say."""
+    import shutil
+
+    run_dir = tmp_path / runs["a"].name
+    shutil.copytree(runs["a"], run_dir)
+    for shard in run_dir.glob("events*.jsonl"):
+        lines = shard.read_text().splitlines(keepends=True)
+        shard.write_text("".join(x for x in lines if '"type":"trial_finished"' not in x))
+    report = check_runs([run_dir])
+    assert report.exit_code == 3
+    assert [r.reason for r in report.results] == ["interrupted"]
