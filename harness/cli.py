@@ -16,12 +16,15 @@ from harness import __version__
 from harness.errors import HarnessError
 
 EXIT_CODES = """exit codes:
-  0    done
+  0    done (also a burst stopped by Ctrl-C or the web UI's STOP once every order it
+       sent reached a final state: the run is complete up to the stop)
   1    a burst abort condition fired (or an SLA breach)
-  2    bad input: a scenario, profile or argument (the message names the file and line)
+  2    bad input: a scenario, profile, run folder or argument (the message names the
+       file and line), or a missing extra (bursts need `pip install 'trialbench[burst]'`)
   3    the run could not do its job: no supplier reachable, nothing accepted, a burst
        worker lost (the run folder keeps what was recorded; see `trialbench resume`)
-  130  interrupted (Ctrl-C): finish the run with `trialbench resume RUN`"""
+  130  interrupted (Ctrl-C, or a burst's STOP with orders still unsettled): finish the
+       run with `trialbench resume RUN`"""
 
 DONE, ABORTED, BAD_INPUT, FAILED, INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -555,6 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--lang", choices=("zh", "en"), default=None,
                          help="language: zh or en (default: $TRIALBENCH_LANG, the locale, en)")
     history.set_defaults(func=_cmd_history)
+    for command in sub.choices.values():  # every command's --help lists the exit codes
+        if not command.epilog:
+            command.epilog = EXIT_CODES
+            command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 
