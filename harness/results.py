@@ -243,6 +243,12 @@ _TABLE_EVENTS = frozenset({
 """The event types the tables are built from; the others are skipped unparsed."""
 
 _NAN = float("nan")
+_PURPOSE_COLUMN = {"place": 1, "repost": 1, "POST": 1, "resolve": 2, "poll": 3,
+                   "final_look": 3, "GET": 3}
+"""Which count an order_attempt adds to besides attempts: posts, resolve_gets, polls."""
+_CODE_TEXTS = ("mode", "sku", "pattern_ok", "duplicate_of", "face_value_ok", "expiry_ok",
+               "issuer_status", "verdict")
+"""Columns of code_checked with few distinct values, interned."""
 
 
 class _Orders:
@@ -260,7 +266,8 @@ class _Orders:
         self.keys: list[tuple[str, str]] = []
         self.num = {name: array("d") for name in self.FLOATS}
         self.obj: dict[str, list[Any]] = {name: [] for name in self.TEXTS}
-        self.tried: dict[tuple[str, str], Counter[str]] = {}
+        self.counts = [array("q") for _ in range(4)]  # attempts, posts, resolves, polls
+        self.early: dict[tuple[str, str], Counter[str]] = {}  # attempts before a plan
         self.errors: dict[tuple[str, str], list[tuple[str, int, str]]] = {}
         self._interned: dict[Any, Any] = {}
 
@@ -285,6 +292,8 @@ class _Orders:
         if slot is None:
             self.slot[key] = len(self.keys)
             self.keys.append(key)
+            for counts in self.counts:
+                counts.append(0)
             for name, column in num.items():
                 column.append(values[name])
             for name, texts in obj.items():
@@ -294,6 +303,19 @@ class _Orders:
                 column[slot] = values[name]
             for name, texts in obj.items():
                 texts[slot] = values[name]
+
+    def attempt(self, key: tuple[str, str], event: dict[str, Any]) -> None:
+        """Count one request by its purpose (by method in logs older than purposes)."""
+        purpose = event.get("purpose") or event["method"]
+        slot = self.slot.get(key)
+        if slot is None:
+            self.early.setdefault(key, Counter())[purpose] += 1
+            return
+        counts = self.counts
+        counts[0][slot] += 1
+        column = _PURPOSE_COLUMN.get(purpose)
+        if column is not None:
+            counts[column][slot] += 1
 
     def final(self, slot: int, event: dict[str, Any]) -> None:
         intern, num, obj = self.intern, self.num, self.obj
@@ -315,14 +337,16 @@ class _Orders:
                for name, values in self.num.items()}
         intended, accepted, seen = num["intended_at"], num["accepted_at"], num["seen"]
         state = self.obj["state"]
-        attempts, posts, resolves, polls = (np.zeros(n, dtype=np.int64) for _ in range(4))
-        for key, tried in self.tried.items():
+        attempts, posts, resolves, polls = (
+            np.frombuffer(counts, dtype=np.int64).copy() if n else np.zeros(0, np.int64)
+            for counts in self.counts)
+        for key, tried in self.early.items():
             slot = self.slot.get(key)
             if slot is not None:
-                attempts[slot] = sum(tried.values())
-                posts[slot] = tried["place"] + tried["repost"] + tried["POST"]
-                resolves[slot] = tried["resolve"]
-                polls[slot] = tried["poll"] + tried["final_look"] + tried["GET"]
+                attempts[slot] += sum(tried.values())
+                posts[slot] += tried["place"] + tried["repost"] + tried["POST"]
+                resolves[slot] += tried["resolve"]
+                polls[slot] += tried["poll"] + tried["final_look"] + tried["GET"]
         errors, supplier_errors = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         classes = ["-"] * n
         error_kind = [""] * n
@@ -406,17 +430,17 @@ def _fold(run_dir: Path, events: Iterable[dict[str, Any]]) -> RunTables:
 
     for event in events:
         kind = event["type"]
-        timeline.add(event)
-        if kind == "order_observed" or kind == "schedule_slip":
-            continue  # the timeline's only
         key = (event.get("supplier", ""), event.get("client_order_id", ""))
-        if kind == "order_attempt":
-            tried = orders.tried.get(key)
-            if tried is None:
-                tried = orders.tried[key] = Counter()
-            tried[event.get("purpose") or event["method"]] += 1
-        elif kind == "order_planned":
+        if kind == "order_planned":
             orders.plan(key, event)
+        slot = slots.get(key)
+        if slot is not None:
+            key = orders.keys[slot]  # one tuple per order, shared by every table's state
+        timeline.add(event, key)
+        if kind == "order_observed" or kind == "schedule_slip" or kind == "order_planned":
+            continue  # the timeline's only, or done
+        if kind == "order_attempt":
+            orders.attempt(key, event)
         elif kind == "order_accepted" and key in slots:
             slot = slots[key]
             if np.isnan(num["accepted_at"][slot]):
@@ -430,7 +454,14 @@ def _fold(run_dir: Path, events: Iterable[dict[str, Any]]) -> RunTables:
                  str(event.get("phase", ""))))
         elif kind == "code_checked":
             for col in CODES_COLUMNS:
-                codes[col].append(event.get(col))
+                value = event.get(col)
+                if col in _CODE_TEXTS:
+                    value = orders.intern(value)
+                elif col.endswith("face_value"):
+                    value = _money(value)
+                codes[col].append(value)
+            if slot is not None:  # the order's own strings, not this event's copies
+                codes["supplier"][-1], codes["client_order_id"][-1] = key
             code_keys.append(key)
         elif kind == "order_absent" and key in slots:
             num["intended_at"][slots[key]] = event["intended_at"]  # placed anew on resume
@@ -475,8 +506,6 @@ def _fold(run_dir: Path, events: Iterable[dict[str, Any]]) -> RunTables:
         if not modes[i]:
             slot_ = slots.get(key)
             modes[i] = obj["mode"][slot_] if slot_ is not None else ""
-    for col in ("claimed_face_value", "expected_face_value", "issuer_face_value"):
-        codes[col] = [_money(v) for v in codes[col]]
     codes["expires_at"] = _expiries(codes["expires_at"])
     codes["duplicate_of"] = [v or "" for v in codes["duplicate_of"]]
     codes["redeemed_sample"] = [h in redeemed for h in codes["code_hash"]]
@@ -577,7 +606,8 @@ class _TimelineBuilder:
         assert self.t0 is not None
         return int((t - self.t0) // 1)
 
-    def add(self, event: dict[str, Any]) -> None:
+    def add(self, event: dict[str, Any], key: tuple[str, str]) -> None:
+        """Fold one event; ``key`` is its (supplier, client_order_id)."""
         kind = event["type"]
         if kind == "burst_started":
             self.t0 = float(event["t0"])
@@ -585,8 +615,7 @@ class _TimelineBuilder:
             return
         if self.t0 is None or kind not in _TIMELINE_EVENTS:
             return
-        supplier = event.get("supplier", "")
-        key = (supplier, event.get("client_order_id", ""))
+        supplier = key[0]
         if kind == "order_planned" and event.get("mode") == "burst":
             self.intended[key] = float(event["intended_at"])
         elif key not in self.intended:
