@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,60 +98,84 @@ def _unsettled(run: Path) -> int:
     return len(planned - final)
 
 
-@pytest.mark.slow
-def test_web_ui_stop_ends_the_burst_within_its_grace(tmp_path: Path) -> None:
-    """STOP on Locust's page ends a burst in its grace period; the page carries the notice
-    and the from-intended-start tab; every order is final, so the exit code is 0."""
+@dataclass
+class Stopped:
+    """One burst stopped mid-run: how, its exit code, seconds from the stop to its exit,
+    its output, its run folder, and what the web page showed before the stop."""
+
+    how: str
+    code: int
+    took_s: float
+    output: str
+    run: Path
+    page: str
+    stats: dict[str, Any]
+
+
+def _stop_a_burst(base: Path, how: str) -> Stopped:
+    """Start a burst (acme and shady for STOP; slowpoke, whose orders outlast the grace,
+    for Ctrl-C), wait until orders are out, stop it the given way, wait for its exit."""
+    folder = base / how
+    folder.mkdir()
     port = _free_port()
-    proc = _start(tmp_path, _scenario(tmp_path, slow_supplier=False), port)
+    proc = _start(folder, _scenario(folder, slow_supplier=how == "ctrl-c"), port)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5,
                           trust_env=False) as client:
             stats = _wait_for_orders(client, proc)
             page = client.get("/").text
-            assert "measured from the moment each request was actually sent" in page
-            assert "intended start" in page and "TRIALBENCH tab" in page
-            assert {row["supplier"] for row in stats["extended_stats"][0]["data"]} == \
-                {"acme", "shady"}
             asked_at = time.monotonic()
-            assert client.post("/stop").json()["success"] is True
+            if how == "stop":
+                assert client.post("/stop").json()["success"] is True
+            else:
+                proc.send_signal(signal.SIGINT)
         code, took, output = _finish(proc, asked_at)
     finally:
         proc.kill()
-    assert took < STOP_GRACE_S + CLOSE_S, f"STOP to exit took {took:.1f} s"
-    assert code == 0, output
-    assert "stopped by web UI STOP: every order sent reached a final state" in output
-    run = _run_folder(tmp_path)
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["stopped"]["by"] == "web UI STOP"
-    assert manifest["stopped"]["unsettled_orders"] == 0 == _unsettled(run)
-    assert not manifest["interrupted"]
-    assert (run / "report.md").is_file() and (run / "summary.csv").is_file()
+    return Stopped(how, code, took, output, _run_folder(folder), page, stats)
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stopped]:
+    """Both bursts at once (each mostly waits for its start-up), stopped each its way."""
+    base = tmp_path_factory.mktemp("stops")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {how: pool.submit(_stop_a_burst, base, how) for how in ("stop", "ctrl-c")}
+        return {how: future.result(timeout=150) for how, future in futures.items()}
 
 
 @pytest.mark.slow
-def test_ctrl_c_marks_orders_in_flight_interrupted_and_exits_130(tmp_path: Path) -> None:
+def test_web_ui_stop_ends_the_burst_within_its_grace(stopped: dict[str, Stopped]) -> None:
+    """STOP on Locust's page ends a burst in its grace period; the page carries the notice
+    and the from-intended-start tab; every order is final, so the exit code is 0."""
+    done = stopped["stop"]
+    assert "measured from the moment each request was actually sent" in done.page
+    assert "intended start" in done.page and "TRIALBENCH tab" in done.page
+    assert {row["supplier"] for row in done.stats["extended_stats"][0]["data"]} == \
+        {"acme", "shady"}
+    assert done.took_s < STOP_GRACE_S + CLOSE_S, f"STOP to exit took {done.took_s:.1f} s"
+    assert done.code == 0, done.output
+    assert "stopped by web UI STOP: every order sent reached a final state" in done.output
+    manifest = json.loads((done.run / "manifest.json").read_text())
+    assert manifest["stopped"]["by"] == "web UI STOP"
+    assert manifest["stopped"]["unsettled_orders"] == 0 == _unsettled(done.run)
+    assert not manifest["interrupted"]
+    assert (done.run / "report.md").is_file() and (done.run / "summary.csv").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_orders_in_flight_interrupted_and_exits_130(
+        stopped: dict[str, Stopped]) -> None:
     """Ctrl-C ends the burst within its grace too; orders still in flight after it are
     marked interrupted, which the exit code (130) and the manifest say."""
-    port = _free_port()
-    proc = _start(tmp_path, _scenario(tmp_path, slow_supplier=True), port)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5,
-                          trust_env=False) as client:
-            _wait_for_orders(client, proc)
-        asked_at = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        code, took, output = _finish(proc, asked_at)
-    finally:
-        proc.kill()
-    assert took < STOP_GRACE_S + CLOSE_S, f"Ctrl-C to exit took {took:.1f} s"
-    run = _run_folder(tmp_path)
-    manifest = json.loads((run / "manifest.json").read_text())
-    unsettled = _unsettled(run)
+    done = stopped["ctrl-c"]
+    assert done.took_s < STOP_GRACE_S + CLOSE_S, f"Ctrl-C to exit took {done.took_s:.1f} s"
+    manifest = json.loads((done.run / "manifest.json").read_text())
+    unsettled = _unsettled(done.run)
     assert manifest["stopped"]["by"] == "Ctrl-C"
     assert manifest["stopped"]["unsettled_orders"] == unsettled > 0
-    assert code == 130 and manifest["interrupted"], output
-    assert "marked interrupted" in output
+    assert done.code == 130 and manifest["interrupted"], done.output
+    assert "marked interrupted" in done.output
 
 
 def test_trial_live_view_shows_elapsed_time_and_eta() -> None:
