@@ -49,7 +49,7 @@ from rich.table import Table
 from harness.analysis import RunAnalysis, load_table, percent_interval
 from harness.events import parse_error_counts
 from harness.i18n import html_lang, text
-from harness.i18n.fonts import embedded_font_css, figure_fonts, figure_lang
+from harness.i18n.fonts import cjk_font, embedded_font_css, figure_fonts, figure_lang
 from harness.i18n.vocabulary import error_counts, term
 from harness.metrics import BAD_VERDICTS, seconds
 from harness.ranking import Ranking
@@ -419,7 +419,10 @@ def figures(analysis: RunAnalysis, lang: str = "en") -> dict[str, Figure]:
     """Every figure of the report for ``analysis``, titled, in report order, labelled in
     ``lang`` (English when ``zh`` has no CJK font: :func:`harness.i18n.fonts.figure_lang`)."""
     lang = figure_lang(lang)
-    names = analysis.display_names
+    names: Mapping[str, str] | None = analysis.display_names
+    if cjk_font() is None and any(ord(c) >= 0x2E80 for n in analysis.display_names.values()
+                                  for c in n):
+        names = None  # no font can draw them: the slugs, not boxes
     order = [str(s) for s in analysis.ranking.table["supplier"]]
     out = {
         text("fig.name_delivery", lang): figure_delivery_ecdf(
@@ -614,12 +617,13 @@ def render_html(analysis: RunAnalysis, figs: dict[str, Figure] | None = None,
                 lang: str = "en", *, embed_font: bool = True) -> str:
     """The whole report as one HTML document in ``lang`` (figures inline as base64 PNG),
     from the template ``harness/templates/report.html.j2``. A ``zh`` report embeds the
-    glyphs it uses of the CJK font (``embed_font``), so it reads right anywhere."""
+    glyphs it uses of the CJK font (``embed_font``; so does a report naming a supplier in
+    Chinese), so it reads right anywhere."""
     figs = figs if figs is not None else figures(analysis, lang)
     template = _environment().get_template("report.html.j2")
     context = _report_context(analysis, figs, lang)
     html: str = template.render(context, font_css="")
-    if lang != "en" and embed_font:  # the glyphs it uses, for readers without CJK fonts
+    if embed_font:  # the CJK glyphs it uses (zh, display names), for readers without them
         font_css = embedded_font_css(html)
         if font_css:
             html = template.render(context, font_css=font_css)

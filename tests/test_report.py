@@ -246,6 +246,12 @@ def test_display_name_and_qualifications_in_report_and_terminal(
     printed = console.export_text()
     assert "星辰卡盟" in printed and "acme" not in printed
     assert "缺少品牌授权" not in printed  # Steam covers every product acme sells
+    from harness.report import figure_png, figure_scores
+
+    english = figure_scores(analysis.ranking, analysis.config, lang="en",
+                            names=analysis.display_names)
+    assert any("星辰卡盟" in label.get_text() for label in english.axes[0].get_yticklabels())
+    figure_png(english)  # the name in an English figure draws too: no missing-glyph warning
 
 
 def test_chinese_figures_use_a_cjk_font(analysis: RunAnalysis) -> None:

@@ -142,15 +142,17 @@ def figure_lang(lang: str) -> str:
 
 @contextmanager
 def figure_fonts(lang: str) -> Iterator[None]:
-    """matplotlib settings for figures in ``lang``: the CJK font first for ``zh`` (figures
-    and their texts made inside keep it), else matplotlib's defaults."""
+    """matplotlib settings for figures in ``lang`` (figures and their texts made inside
+    keep them): the CJK font first for ``zh``; for other languages DejaVu Sans first and
+    the CJK font as the fallback for display names in any script (``星辰卡盟``); without a
+    CJK font, matplotlib's defaults."""
     import matplotlib
 
-    family = cjk_font() if lang == "zh" else None
+    family = cjk_font()
     if family is None:
         yield
         return
-    # a concrete family, not "sans-serif": texts keep it after the context is left
-    with matplotlib.rc_context({"font.family": [family, "DejaVu Sans"],
-                                "axes.unicode_minus": False}):
+    families = [family, "DejaVu Sans"] if lang == "zh" else ["DejaVu Sans", family]
+    # concrete families, not "sans-serif": texts keep them after the context is left
+    with matplotlib.rc_context({"font.family": families, "axes.unicode_minus": False}):
         yield
