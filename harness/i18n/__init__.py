@@ -43,13 +43,18 @@ def resolve_lang(arg: str | None = None, environ: Mapping[str, str] | None = Non
     """The language to use: ``arg`` when given (``zh``, ``en``; ``zh-CN``/``zh_TW`` count
     as ``zh``), else ``$TRIALBENCH_LANG``, else from the locale (the first of ``LC_ALL``,
     ``LC_MESSAGES``, ``LANG`` that is set: ``zh…`` gives ``zh``), else English. An unknown
-    language is a ``ValueError`` naming the choices."""
+    language is a :class:`~harness.errors.ConfigError` (a ``ValueError``) naming the
+    choices."""
     env = os.environ if environ is None else environ
+    where = "--lang" if arg else f"${LANG_ENV}"
     arg = arg or env.get(LANG_ENV) or None
     if arg:
         lang = arg.strip().lower().replace("_", "-").split("-")[0]
         if lang not in LANGS:
-            raise ValueError(f"unknown language {arg!r}; write one of: {', '.join(LANGS)}")
+            from harness.errors import ConfigError
+
+            raise ConfigError(f"unknown language {arg!r}; write one of: {', '.join(LANGS)}",
+                              key=where)
         return lang
     for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
         value = env.get(var, "")
