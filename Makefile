@@ -39,7 +39,7 @@ $(VENV)/.notebook: $(STAMP)
 	touch $@
 
 bench: $(STAMP)
-	$(BIN)/python bench/sim_throughput.py
+	$(BIN)/python bench/run_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

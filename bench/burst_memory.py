@@ -88,6 +88,14 @@ def _rss_kb(pid: int) -> float | None:
         return None
 
 
+def _cpu_s(pid: int) -> float:
+    try:
+        times = psutil.Process(pid).cpu_times()
+        return float(times.user + times.system)
+    except psutil.Error:
+        return 0.0
+
+
 def _orders(sim: SimulatorProcess) -> int:
     return int(sim.truth()["suppliers"]["bench"]["orders_created"])
 
@@ -98,7 +106,8 @@ def _sample(sim: SimulatorProcess, master: int, workers: list[int], start: float
     return {"t_s": round(time.monotonic() - start, 2), "orders": _orders(sim),
             "master_kb": _rss_kb(master),
             "workers_kb": sum(r for r in rss if r is not None) if rss else None,
-            "workers": len([r for r in rss if r is not None])}
+            "workers": len([r for r in rss if r is not None]),
+            "cpu_s": _cpu_s(master) + sum(_cpu_s(pid) for pid in workers)}
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
@@ -122,6 +131,10 @@ def summarise(name: str, samples: list[dict[str, Any]], warmup_s: float,
     out: dict[str, Any] = {"run": name, "samples": len(steady),
                            "orders": [steady[0]["orders"], steady[-1]["orders"]]
                            if steady else None}
+    if len(steady) >= 2 and steady[-1]["orders"] > steady[0]["orders"]:
+        # CPU of the master and workers (user + system) per order over the steady part
+        out["cpu_ms_per_order"] = round((steady[-1]["cpu_s"] - steady[0]["cpu_s"]) * 1000
+                                        / (steady[-1]["orders"] - steady[0]["orders"]), 3)
     for role in ("master", "workers"):
         key = f"{role}_kb"
         pts = [(float(s["orders"]), float(s[key])) for s in steady if s[key] is not None]

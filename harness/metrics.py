@@ -344,8 +344,11 @@ def oversold_mask(orders: pd.DataFrame, card_skus: set[str]) -> pd.Series:
 
 def _requests(sent: pd.DataFrame) -> dict[str, Any]:
     totals: Counter[str] = Counter()
-    for item in text(sent.get("error_classes", pd.Series(dtype=str))):
-        totals.update(parse_error_counts(item))
+    # each distinct text parsed once, times the orders that have it
+    for item, orders in text(sent.get("error_classes", pd.Series(dtype=str))) \
+            .value_counts(sort=False).items():
+        for name, count in parse_error_counts(str(item)).items():
+            totals[name] += count * int(orders)
     supplier = sent["supplier_errors"] if "supplier_errors" in sent else sent["errors"]
     harness = (sent["posts"].fillna(0).clip(lower=1) - 1 + sent["resolve_gets"].fillna(0)) \
         if {"posts", "resolve_gets"} <= set(sent.columns) else pd.Series(0, index=sent.index)

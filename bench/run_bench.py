@@ -1,0 +1,294 @@
+"""``make bench``: every benchmark of issue 13 in one run, printed as ONE table of figures
+with their targets and ratios (measured side by side: absolute figures on a shared
+2-core machine are noisy, ratios much less so).
+
+    .venv/bin/python bench/run_bench.py              # the full run (about 12 minutes)
+    .venv/bin/python bench/run_bench.py --smoke      # seconds, tiny sizes (tests use it)
+
+Parts (each also runnable alone, see bench/README.md):
+
+- tables: a synthetic burst log (``bench/synth_run.py``) of ``--small`` and ``--large``
+  orders over 10 suppliers; the streaming builder (``harness.results.build_tables``) and,
+  at the small size, the old builder (``bench/tables_reference.py``) each in its own
+  process, wall time and peak RSS; then ``trialbench rank`` and ``trialbench report`` on
+  the large run;
+- bootstrap: the latency-growth p95 of 4,000 block draws (222 blocks, 33,000 orders: one
+  third of one supplier at 1M orders / 10 suppliers), per-draw loop against the
+  vectorised bisection (same picks, same answers);
+- burst: ``bench/burst_memory.py`` (trialbench burst against plain Locust, same rate,
+  same simulator, one after the other): RSS growth per order and CPU per order;
+- latency: ``bench/latency_50ms.py`` (a fixed 50 ms endpoint: bare keep-alive client,
+  trial, burst) and ``bench/latency_parity.py`` (a split-write server without
+  TCP_NODELAY, as Python's http.server, against one that writes once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+PY = sys.executable
+
+_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+sys.path.insert(0, {bench!r})
+run = Path(sys.argv[1])
+started = time.perf_counter()
+if sys.argv[2] == "old":
+    import tables_reference as builder
+    tables = builder.build_tables(run)
+else:
+    from harness.results import build_tables, write_tables
+    tables = build_tables(run)
+    write_tables(run, tables)
+print(json.dumps({{"s": time.perf_counter() - started, "orders": len(tables.orders),
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+def _timed(cmd: list[str], timeout: float = 900) -> dict[str, Any]:
+    """Run ``cmd``; its wall seconds, exit code and output."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return {"s": time.perf_counter() - started, "rc": proc.returncode,
+            "out": out.decode(errors="replace"), "err": err.decode(errors="replace")}
+
+
+def _peak_rss(cmd: list[str], timeout: float = 900) -> dict[str, Any]:
+    """Run ``cmd`` under /usr/bin/time -v when there is one, for the child's peak RSS."""
+    gnu_time = Path("/usr/bin/time")
+    if not gnu_time.exists():
+        return {**_timed(cmd, timeout), "rss_mb": float("nan")}
+    done = _timed([str(gnu_time), "-v", *cmd], timeout)
+    rss = float("nan")
+    for line in done["err"].splitlines():
+        if "Maximum resident set size" in line:
+            rss = int(line.rsplit(":", 1)[1]) / 1024
+    return {**done, "rss_mb": rss}
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+class Table:
+    """The one table of figures: name, measured, target, ratio, command."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, name: str, value: str, target: str = "", ratio: str = "") -> None:
+        self.rows.append((name, value, target, ratio))
+        print(f"  {name}: {value}" + (f"  (target {target})" if target else "")
+              + (f"  [{ratio}]" if ratio else ""), file=sys.stderr, flush=True)
+
+    def render(self) -> str:
+        head = ("figure", "measured", "target", "ratio / verdict")
+        widths = [max(len(r[i]) for r in [head, *self.rows]) for i in range(4)]
+        lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |",
+                 "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+        lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+                  for r in self.rows]
+        return "\n".join(lines)
+
+
+def _verdict(ok: bool) -> str:
+    return "meets" if ok else "MISSES"
+
+
+def bench_tables(table: Table, tmp: Path, small: int, large: int, old: bool,
+                 commands: tuple[str, ...] = ("rank", "report")) -> None:
+    from synth_run import write_run
+
+    child = _CHILD.format(bench=str(HERE))
+    results: dict[int, dict[str, Any]] = {}
+    for orders in dict.fromkeys((small, large)):
+        run = write_run(tmp / f"run-{orders}", orders, 10, 2)
+        size_mb = sum(p.stat().st_size for p in run.glob("events*.jsonl")) / 1e6
+        done = _timed([PY, "-c", child, str(run), "new"])
+        rows = _json_lines(done["out"])
+        if done["rc"] != 0 or not rows:
+            table.add(f"build tables, {orders:,} orders", f"FAILED: {done['err'][-200:]}")
+            continue
+        results[orders] = rows[-1]
+        table.add(f"build tables, {orders:,} orders ({size_mb:,.0f} MB log)",
+                  f"{rows[-1]['s']:.1f} s, {rows[-1]['rss_mb']:,.0f} MB",
+                  "≤ 30 s, ≤ 1,024 MB at 1M" if orders >= 1_000_000 else "",
+                  _verdict(rows[-1]["s"] <= 30 and rows[-1]["rss_mb"] <= 1024)
+                  if orders >= 1_000_000 else "")
+        if old and orders == small:
+            ref = _timed([PY, "-c", child, str(run), "old"])
+            ref_rows = _json_lines(ref["out"])
+            if ref_rows:
+                table.add(f"old builder, {orders:,} orders (same log)",
+                          f"{ref_rows[-1]['s']:.1f} s, {ref_rows[-1]['rss_mb']:,.0f} MB", "",
+                          f"new/old time {rows[-1]['s'] / ref_rows[-1]['s']:.2f}, "
+                          f"RSS {rows[-1]['rss_mb'] / ref_rows[-1]['rss_mb']:.2f}")
+    if small in results and large in results and large > small:
+        per = [results[n]["s"] / n for n in (small, large)]
+        table.add(f"build scaling {small:,} → {large:,}",
+                  f"{per[1] / per[0]:.2f} × time per order", "≤ 1 (linear or better)",
+                  _verdict(per[1] / per[0] <= 1.1))
+    if large in results:
+        run = tmp / f"run-{large}"
+        trialbench = str(Path(PY).parent / "trialbench")
+        for command, target, limit_s in (("rank", "≤ 10 s, ≤ 2,048 MB", 10.0),
+                                         ("report", "≤ 15 s", 15.0)):
+            if command not in commands:
+                continue
+            args = [trialbench, command, str(run)]
+            if command == "report":
+                args += ["--out", str(tmp / "report.html")] if _has_flag("report", "--out") \
+                    else []
+            done = _peak_rss(args)
+            if done["rc"] != 0:
+                table.add(f"{command}, {large:,} orders", f"FAILED (exit {done['rc']}): "
+                          + done["err"].strip().splitlines()[-1][:120] if done["err"].strip()
+                          else "FAILED", target)
+                continue
+            ok = done["s"] <= limit_s and (command != "rank" or done["rss_mb"] <= 2048)
+            table.add(f"{command}, {large:,} orders", f"{done['s']:.1f} s, "
+                      f"{done['rss_mb']:,.0f} MB", target, _verdict(ok))
+
+
+def _has_flag(command: str, flag: str) -> bool:
+    trialbench = str(Path(PY).parent / "trialbench")
+    done = subprocess.run([trialbench, command, "--help"], capture_output=True, text=True,
+                          check=False, cwd=ROOT)
+    return flag in done.stdout
+
+
+def bench_bootstrap(table: Table, smoke: bool) -> None:
+    import numpy as np
+
+    from harness.ranking import _p95_of_block_draws
+
+    rng = np.random.default_rng(1)
+    n_blocks, per_block, draws = (20, 30, 200) if smoke else (222, 150, 4000)
+    blocks = [rng.lognormal(3, 1, per_block) for _ in range(n_blocks)]
+    picks = rng.integers(0, n_blocks, (draws, n_blocks))
+    started = time.perf_counter()
+    looped = np.array([np.percentile(np.concatenate([blocks[i] for i in row]), 95)
+                       for row in picks])
+    loop_s = time.perf_counter() - started
+    started = time.perf_counter()
+    fast = _p95_of_block_draws(blocks, picks)
+    fast_s = time.perf_counter() - started
+    same = bool(np.array_equal(looped, fast))
+    table.add(f"latency-growth bootstrap, {draws:,} draws × {n_blocks * per_block:,} orders",
+              f"{fast_s:.2f} s (loop {loop_s:.2f} s)", "same answers",
+              f"{loop_s / fast_s:.0f}× faster, {'identical' if same else 'DIFFERENT'}")
+
+
+def bench_burst(table: Table, smoke: bool) -> None:
+    rate, duration = (20, 10) if smoke else (60, 100)
+    warmup = 3 if smoke else 25
+    done = _timed([PY, str(HERE / "burst_memory.py"), "--rate", str(rate), "--duration-s",
+                   str(duration), "--workers", "1", "--sample-s", "2" if smoke else "5",
+                   "--warmup-s", str(warmup)], timeout=duration * 2 + 300)
+    rows = {r["run"]: r for r in _json_lines(done["out"]) if "run" in r}
+    if "trialbench" not in rows or "plain-locust" not in rows:
+        table.add("burst memory and CPU", f"FAILED: {done['err'][-200:]}")
+        return
+    for name, row in rows.items():
+        orders = row["orders"]
+        for role in ("workers", "master"):
+            grow = row[role]["kb_per_1000_orders_second_half"]
+            table.add(f"{name}: {role} RSS growth, 2nd half ({orders[0]:,}→{orders[1]:,} "
+                      f"orders)", f"{grow:.0f} B/order" if grow == grow else "n/a",
+                      "< 50 B/order" if name == "trialbench" else "",
+                      _verdict(grow < 50) if name == "trialbench" and grow == grow else "")
+    tb, plain = rows["trialbench"].get("cpu_ms_per_order"), \
+        rows["plain-locust"].get("cpu_ms_per_order")
+    if tb and plain:
+        table.add(f"CPU per order at {rate}/s, 1 worker (master + worker)",
+                  f"trialbench {tb:.2f} ms, plain Locust {plain:.2f} ms",
+                  "≥ 0.8 (orders/s ∝ 1 / CPU)", f"plain/trialbench {plain / tb:.2f} "
+                  + _verdict(plain / tb >= 0.8))
+
+
+def bench_latency(table: Table, smoke: bool) -> None:
+    if not smoke:
+        done = _timed([PY, str(HERE / "latency_50ms.py")], timeout=600)
+        rows = {r["client"]: r for r in _json_lines(done["out"]) if "client" in r}
+        bare = rows.get("bare keep-alive")
+        if bare is None:
+            table.add("fixed 50 ms endpoint", f"FAILED: {done['err'][-200:]}")
+        else:
+            for client in ("trial (httpx)", "burst (Locust)"):
+                row = rows.get(client)
+                if row is None:
+                    continue
+                d50, d99 = row["p50_ms"] - bare["p50_ms"], row["p99_ms"] - bare["p99_ms"]
+                table.add(f"50 ms endpoint, {client} − bare client, p50 / p99",
+                          f"{d50:+.2f} / {d99:+.2f} ms", "within 2 ms",
+                          _verdict(abs(d50) <= 2 and abs(d99) <= 2))
+    n = "10" if smoke else "100"
+    done = _timed([PY, str(HERE / "latency_parity.py"), "--n", n, "--clients",
+                   "bare,httpx,fast1", "--acks", "quick", "--spacings", "100"], timeout=600)
+    rows = [r for r in _json_lines(done["out"]) if "server" in r and "error" not in r]
+    if not rows:
+        table.add("split-write server", f"FAILED: {done['err'][-200:]}")
+        return
+    for server in ("split", "unsplit"):
+        parts = {r["client"]: r for r in rows if r["server"] == server}
+        text = ", ".join(f"{c} {parts[c].get('p50_ms', float('nan')):.1f}"
+                         for c in ("bare", "httpx", "fast1") if c in parts)
+        table.add(f"{server}-write 50 ms server, p50 ms by client (quick ACK)", text,
+                  "trial (httpx) = burst (fast1)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="seconds-long, tiny sizes")
+    parser.add_argument("--small", type=int, default=100_000)
+    parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument("--parts", default="tables,bootstrap,burst,latency")
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(ROOT))
+    small, large = (500, 2000) if args.smoke else (args.small, args.large)
+    table = Table()
+    started = time.perf_counter()
+    parts = args.parts.split(",")
+    with tempfile.TemporaryDirectory(prefix="trialbench-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        if "tables" in parts:
+            bench_tables(table, tmp, small, large, old=True,
+                         commands=("rank",) if args.smoke else ("rank", "report"))
+        if "bootstrap" in parts:
+            bench_bootstrap(table, args.smoke)
+        if "burst" in parts:
+            bench_burst(table, args.smoke)
+        if "latency" in parts:
+            bench_latency(table, args.smoke)
+    table.add("whole benchmark", f"{time.perf_counter() - started:.0f} s", "< 900 s")
+    print(table.render())
+
+
+if __name__ == "__main__":
+    main()

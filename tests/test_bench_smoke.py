@@ -1,0 +1,42 @@
+"""Smoke runs of the benchmarks in bench/ (tiny sizes, seconds), so they cannot rot:
+``make bench`` runs the same code at full size."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+BENCH = ROOT / "bench"
+
+
+def test_table_and_bootstrap_benchmarks_run_and_agree() -> None:
+    """The tables benchmark builds a tiny synthetic burst with the new and the old builder
+    (and ranks it), the bootstrap benchmark finds the vectorised p95 identical
+    to the loop, and the runner prints its one table."""
+    done = subprocess.run([sys.executable, str(BENCH / "run_bench.py"), "--smoke", "--parts",
+                           "tables,bootstrap"], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = done.stdout
+    assert table.startswith("| figure")
+    assert "build tables, 2,000 orders" in table and "old builder, 500 orders" in table
+    assert "FAILED" not in table, table
+    assert "identical" in table
+
+
+def test_split_write_latency_benchmark_runs() -> None:
+    """The split-write latency benchmark measures a bare client and Locust's client against
+    the stalling server and reports a p50 near the server's 50 ms for both (quick ACKs)."""
+    done = subprocess.run([sys.executable, str(BENCH / "latency_parity.py"), "--n", "5",
+                           "--clients", "bare,fast1", "--acks", "quick", "--servers", "split",
+                           "--spacings", "20"], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert {row["client"] for row in rows} == {"bare", "fast1"}
+    for row in rows:
+        assert "error" not in row, row
+        assert 45 <= row["p50_ms"] <= 90, row
