@@ -393,11 +393,14 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
         raise ScenarioError("a burst needs at least one worker; give --workers 1 or more")
     schedule = build_schedule(scenario)
     shape = BurstShape(schedule, plan, expected)
-    # stop_timeout: when Locust stops the users (the shape's end, or STOP in the web UI), a
-    # user whose first POST is out finishes it (its order is then followed in its own
-    # greenlet) instead of being killed mid-request
+    # stop_timeout (one process only): when Locust stops the users (the shape's end, or STOP
+    # in the web UI), a user whose first POST is out finishes it (its order is then followed
+    # in its own greenlet) instead of being killed mid-request. Not with workers: Locust
+    # hands the master's stop_timeout to them, and a worker then sleeps that long in its
+    # message loop after "stop", deaf to the master's pings, and leaves as if it were gone.
     environment = Environment(user_classes=[OrderUser], shape_class=shape,
-                              host=OrderUser.host, stop_timeout=STOP_GRACE_S)
+                              host=OrderUser.host,
+                              stop_timeout=None if distributed else STOP_GRACE_S)
     folder = RunFolder.create(results_root, scenario, scenario_path, mode="burst")
     hub = Hub(folder, schedule, plan)
     children: list[subprocess.Popen[bytes]] = []
