@@ -259,7 +259,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     lang = resolve_lang(args.lang)
     analysis = analyse_runs([Path(r) for r in args.runs], allow_partial=args.allow_partial)
     _name_partial_runs(analysis.tables.manifests)
-    path = write_report(analysis, Path(args.out) if args.out else None, lang=lang)
+    path = write_report(analysis, Path(args.out) if args.out else None, lang=lang,
+                        history=Path(args.history) if args.history else None)
     print(headline(analysis, lang))
     print(text("terminal.report_path", lang, path=path))
     return 0
@@ -457,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="language of the summary: zh or en (default: $TRIALBENCH_LANG, "
                              "else the locale, else en)")
     resume.set_defaults(func=_cmd_resume)
+    report.add_argument("--history", metavar="DIR", default=None,
+                        help="also show each supplier's trend over the history of runs in DIR "
+                             "(the folder `trialbench check --history` keeps)")
     report.set_defaults(func=_cmd_report)
 
     burst = sub.add_parser("burst", help="run a scenario's peak-load burst on Locust (open "

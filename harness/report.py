@@ -47,6 +47,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.analysis import RunAnalysis, load_table, percent_interval
+from harness.check.history import Trend, load_trend
+from harness.check.metrics import KEY_METRICS
+from harness.check.summary import fmt
 from harness.events import parse_error_counts
 from harness.i18n import html_lang, text
 from harness.i18n.fonts import cjk_font, embedded_font_css, figure_fonts, figure_lang
@@ -613,15 +616,47 @@ def _report_context(analysis: RunAnalysis, figs: Mapping[str, Figure], lang: str
     }
 
 
+def _trend_context(trend: Trend | None, folder: str, lang: str,
+                   names: Mapping[str, str]) -> dict[str, Any] | None:
+    """The history section: per supplier, one row per run (check result, tier, the key
+    metrics any run measured) and the change points found; None without a history."""
+    if trend is None or trend.table.empty:
+        return None
+    table = trend.table
+    shown = [m for m in KEY_METRICS if table[m].notna().any()]
+    suppliers = []
+    for supplier, rows in table.groupby("supplier", sort=True):
+        suppliers.append({
+            "supplier": display(str(supplier), names),
+            "rows": [[str(r["run_id"]), text(f"check.run_status.{r['status']}", lang),
+                      text(f"tier.{r['tier']}", lang) if r["tier"] else "-",
+                      *[fmt(float(r[m])) for m in shown]] for _, r in rows.iterrows()],
+            "changes": [text("report.trend_change", lang,
+                             metric=text(f"check.metric_name.{c.metric}", lang),
+                             run_id=c.run_id, before=fmt(c.before), after=fmt(c.after),
+                             p=f"{c.p_value:.2g}",
+                             worse=text("check.trend.worse", lang) if c.worse else "")
+                        for c in trend.changes if c.supplier == supplier]})
+    return {"note": text("report.trend_note", lang, runs=table["run_id"].nunique(),
+                         folder=folder),
+            "headers": [text("th.run", lang), text("th.run_status", lang),
+                        text("th.tier", lang),
+                        *[text(f"check.metric_name.{m}", lang) for m in shown]],
+            "suppliers": suppliers}
+
+
 def render_html(analysis: RunAnalysis, figs: dict[str, Figure] | None = None,
-                lang: str = "en", *, embed_font: bool = True) -> str:
+                lang: str = "en", *, embed_font: bool = True,
+                trend: Trend | None = None, trend_folder: str = "") -> str:
     """The whole report as one HTML document in ``lang`` (figures inline as base64 PNG),
     from the template ``harness/templates/report.html.j2``. A ``zh`` report embeds the
     glyphs it uses of the CJK font (``embed_font``; so does a report naming a supplier in
-    Chinese), so it reads right anywhere."""
+    Chinese), so it reads right anywhere. ``trend`` (from
+    :func:`harness.check.load_trend`) adds the history of runs kept in ``trend_folder``."""
     figs = figs if figs is not None else figures(analysis, lang)
     template = _environment().get_template("report.html.j2")
     context = _report_context(analysis, figs, lang)
+    context["trend"] = _trend_context(trend, trend_folder, lang, analysis.display_names)
     html: str = template.render(context, font_css="")
     if embed_font:  # the CJK glyphs it uses (zh, display names), for readers without them
         font_css = embedded_font_css(html)
@@ -630,10 +665,14 @@ def render_html(analysis: RunAnalysis, figs: dict[str, Figure] | None = None,
     return html
 
 
-def write_report(analysis: RunAnalysis, out_dir: Path | None = None, lang: str = "en") -> Path:
-    """Write ``report.html`` in ``lang`` into ``out_dir`` (default: the first run folder)."""
+def write_report(analysis: RunAnalysis, out_dir: Path | None = None, lang: str = "en",
+                 history: Path | None = None) -> Path:
+    """Write ``report.html`` in ``lang`` into ``out_dir`` (default: the first run folder),
+    with the trend over the history of runs in ``history`` when given."""
     folder = out_dir if out_dir is not None else analysis.run_dirs[0]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "report.html"
-    path.write_text(render_html(analysis, lang=lang), encoding="utf-8")
+    trend = load_trend(history) if history is not None else None
+    path.write_text(render_html(analysis, lang=lang, trend=trend,
+                                trend_folder=str(history or "")), encoding="utf-8")
     return path

@@ -7,12 +7,14 @@ in-process: they never import Locust.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -292,3 +294,28 @@ def test_without_a_cjk_font_figures_fall_back_to_english(
     assert "Delivery time" in first and "Delivery time" in second
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "trialbench[zh]" in warnings[0]
+
+
+def test_report_shows_the_history_trend_and_its_change_point(
+        demo: tuple[Path, str], tmp_path: Path) -> None:
+    """``report --history DIR`` adds each supplier's trend over the runs that ``check``
+    indexed, with the worsening change point found, worded in the report's language."""
+    rng = np.random.default_rng(5)
+    with (tmp_path / "index.jsonl").open("w") as handle:
+        for i in range(20):
+            validity = float(np.clip(rng.normal(0.99 if i < 12 else 0.90, 0.005), 0, 1))
+            handle.write(json.dumps({
+                "run_id": f"run-{i:02d}", "started_at": f"2026-11-{i + 1:02d}T00:00:00Z",
+                "status": "green" if i < 12 else "red", "path": None,
+                "suppliers": {"acme": {"tier": "gold" if i < 12 else "silver",
+                                       "validity_rate": validity, "validity_rate_n": 200}}})
+                         + "\n")
+    out = tmp_path / "out"
+    assert main(["report", str(demo[0]), "--out", str(out), "--lang", "zh",
+                 "--history", str(tmp_path)]) == 0
+    page = _visible((out / "report.html").read_text(encoding="utf-8"))
+    trend = page[page.index("历次运行的趋势"):page.index("图表")]
+    assert "共 20 次运行" in trend and "卡密有效" in trend and "run-19" in trend
+    assert "金牌" in trend and "银牌" in trend and "未通过" in trend
+    assert re.search(r"卡密有效 在运行 run-1\d 发生变化：0\.9\d* → 0\.[89]\d*", trend), trend
+    assert "（变差）" in trend
