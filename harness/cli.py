@@ -276,6 +276,7 @@ def _name_partial_runs(manifests: Sequence[dict[str, object]]) -> None:
 def _cmd_burst(args: argparse.Namespace) -> int:
     import os
 
+    _use_lang(args)  # the summary it prints and writes (report.md)
     if args.dry_run:  # arithmetic on the scenario: no Locust, nothing sent
         from harness.run.schedule import print_burst_plan
         from harness.scenario import load_scenario
@@ -493,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "URL/<worker-id>")
     burst.add_argument("--dry-run", action="store_true",
                        help="print the schedule and its worst-case cost; send nothing")
+    burst.add_argument("--lang", choices=("zh", "en"), default=None,
+                       help="language of the summary (terminal and report.md): zh or en "
+                            "(default: $TRIALBENCH_LANG, else the locale, else en)")
     burst.set_defaults(func=_cmd_burst)
 
     worker = sub.add_parser("worker", help="join a burst's Locust master as a worker "

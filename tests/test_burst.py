@@ -87,8 +87,10 @@ def single(burst_sim: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def two_workers(burst_sim: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory
                 ) -> Burst:
-    """The same burst from a Locust master and two local worker processes."""
-    run_dir = _run(burst_sim, SCENARIO, tmp_path_factory.mktemp("two"), "--workers", "2")
+    """The same burst from a Locust master and two local worker processes, its summary
+    in Chinese (``--lang zh``)."""
+    run_dir = _run(burst_sim, SCENARIO, tmp_path_factory.mktemp("two"), "--workers", "2",
+                   "--lang", "zh")
     return Burst(run_dir, burst_sim.truth())
 
 
@@ -311,3 +313,13 @@ def test_burst_gives_suppliers_the_public_callback_url(tmp_path: Path) -> None:
     assert started["callback_url"].startswith("http://127.0.0.1:")  # the receiver's own
     assert callbacks["sent"] > 0 and callbacks["acked"] == 0
     assert not [e for e in events if e["type"] == "callback_received"]
+
+
+def test_burst_summary_is_written_in_the_chosen_language(two_workers: Burst) -> None:
+    """``burst --lang zh`` writes report.md in Chinese (title, how it ended, columns, note),
+    while summary.csv keeps its stable English column names."""
+    report = (two_workers.run_dir / "report.md").read_text(encoding="utf-8")
+    assert report.startswith(f"# 压测摘要：{two_workers.run_dir.name}")
+    assert "压测已完成" in report and "| 供应商 | 已发/计划 |" in report
+    assert "请求/单：" in report and "Burst summary" not in report
+    assert pd.read_csv(two_workers.run_dir / "summary.csv").columns[0] == "supplier"

@@ -762,11 +762,9 @@ def _reap(children: list[subprocess.Popen[bytes]]) -> None:
             stop_process(child)
 
 
-SUMMARY_COLUMNS = ("supplier", "sent/sched", "per s", "slip", "acc", "dlv", "errors",
-                   "p50/p95/p99 acc ms", "p95 dlv ms", "req/ord", "bad codes", "fee")
-SUMMARY_NOTE = ("req/ord: POSTs and resolution GETs per scheduled order (polls of held "
-                "orders apart); bad codes: of codes checked; fee: hidden fee per order, "
-                "from the balance")
+SUMMARY_COLUMNS = ("supplier", "sent", "per_s", "slip", "acc", "dlv", "errors",
+                   "latency_acc", "latency_dlv", "req_per_order", "bad_codes", "fee")
+"""The summary's columns, by catalogue key (``burst.col.<key>`` in harness/i18n)."""
 
 
 def _summary_rows(frame: Any) -> list[list[str]]:
@@ -783,31 +781,38 @@ def _summary_rows(frame: Any) -> list[list[str]]:
     return rows
 
 
-def print_summary(run_dir: Path, console: Console) -> None:
+def print_summary(run_dir: Path, console: Console, lang: str | None = None) -> None:
     """Achieved vs scheduled rate and latency percentiles per supplier, from the tables;
-    also written to the run folder as ``report.md`` and ``summary.csv``, as a trial's are."""
+    also written to the run folder as ``report.md`` and ``summary.csv``, as a trial's are
+    (``lang``: default :func:`harness.i18n.resolve_lang`)."""
+    from harness.i18n import resolve_lang, text
     from harness.results import burst_summary
 
+    lang = resolve_lang(lang)
     frame = burst_summary(run_dir)
     rows = _summary_rows(frame)
-    write_burst_summary(run_dir, frame, rows)
+    write_burst_summary(run_dir, frame, rows, lang)
     console.print()
-    table = Table(title=f"burst summary: {run_dir.name}", padding=(0, 1))
-    for title in SUMMARY_COLUMNS:
-        table.add_column(title, justify="left" if title in ("supplier", "errors") else "right")
+    table = Table(title=text("burst.title", lang, run=run_dir.name), padding=(0, 1))
+    for key in SUMMARY_COLUMNS:
+        table.add_column(text(f"burst.col.{key}", lang),
+                         justify="left" if key in ("supplier", "errors") else "right")
     for cells in rows:
         table.add_row(*cells)
     console.print(table)
-    console.print(SUMMARY_NOTE)
-    console.print(f"run folder: {run_dir}")
-    console.print(f"summary:    {run_dir / 'report.md'}")
+    console.print(text("burst.note", lang))
+    console.print(text("burst.run_folder", lang, path=run_dir))
+    console.print(text("burst.summary_path", lang, path=run_dir / "report.md"))
 
 
-def write_burst_summary(run_dir: Path, frame: Any, rows: list[list[str]]) -> None:
+def write_burst_summary(run_dir: Path, frame: Any, rows: list[list[str]],
+                        lang: str = "en") -> None:
     """``summary.csv`` (one row per supplier, every column of
     :func:`harness.results.burst_summary`; latencies in ms from the intended start) and
-    ``report.md`` (the printed table) in the run folder."""
+    ``report.md`` (the printed table, in ``lang``) in the run folder."""
     import json
+
+    from harness.i18n import text
 
     flat = frame.copy()
     if "bad codes" in flat:
@@ -815,22 +820,20 @@ def write_burst_summary(run_dir: Path, frame: Any, rows: list[list[str]]) -> Non
             lambda counts: " ".join(f"{k}:{v}" for k, v in sorted(counts.items())) or "-")
     flat.to_csv(run_dir / "summary.csv", index=False)
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    state = ("interrupted" if manifest.get("interrupted") else
-             f"failed: {manifest['failed']}" if manifest.get("failed") else
-             f"aborted: {manifest['burst_aborted']}" if manifest.get("burst_aborted") else
-             "finished")
-    lines = [f"# Burst summary: {run_dir.name}", "",
-             f"The burst {state}. Latencies are measured from each order's intended start "
-             "(open model), so a supplier's queue shows; Locust's own statistics are not "
-             "used.", "",
-             "| " + " | ".join(SUMMARY_COLUMNS) + " |",
-             "|" + "---|" * len(SUMMARY_COLUMNS)]
+    state = (text("burst.state.interrupted", lang) if manifest.get("interrupted") else
+             text("burst.state.failed", lang, why=manifest["failed"])
+             if manifest.get("failed") else
+             text("burst.state.aborted", lang, why=manifest["burst_aborted"])
+             if manifest.get("burst_aborted") else text("burst.state.finished", lang))
+    headers = [text(f"burst.col.{key}", lang) for key in SUMMARY_COLUMNS]
+    lines = [text("burst.md_title", lang, run=run_dir.name), "",
+             text("burst.md_intro", lang, state=state), "",
+             "| " + " | ".join(headers) + " |",
+             "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
               for cells in rows]
-    lines += ["", SUMMARY_NOTE + ".", "",
-              "Every table is in the run folder (`orders.parquet`, `timeline.parquet`, ...; "
-              "`schema.json` documents each column); `trialbench export RUN --format csv` "
-              "writes them as CSV.", ""]
+    lines += ["", text("burst.note", lang) + ("。" if lang == "zh" else "."), "",
+              text("burst.md_tables", lang), ""]
     (run_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
 
 
