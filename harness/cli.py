@@ -522,15 +522,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=_cmd_export)
 
     schema = sub.add_parser("schema", help="write the JSON Schema of a kind of file you write "
-                                           "(scenario, fleet of simulator profiles, dialect)",
+                                           "(scenario, fleet of simulator profiles, dialect, "
+                                           "SLA)",
                             epilog=EXIT_CODES,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     schema.add_argument("--kind", default="scenario",
-                        choices=("scenario", "fleet", "profile", "dialect"),
+                        choices=("scenario", "fleet", "profile", "dialect", "sla"),
                         help="scenario (default; shipped as scenarios/scenario.schema.json), "
                              "fleet or profile (simulator profiles: scenarios/"
                              "fleet.schema.json), dialect (harness/drivers/dialects/"
-                             "dialect.schema.json)")
+                             "dialect.schema.json), sla (check --sla FILE: scenarios/"
+                             "sla.schema.json)")
     schema.add_argument("--out", metavar="FILE", default=None,
                         help="write to FILE instead of stdout")
     schema.set_defaults(func=_cmd_schema)

@@ -8,6 +8,8 @@ scenario    a scenario (``trialbench trial``  ``scenarios/scenario.schema.json``
 fleet       simulator profiles (``trialbench  ``scenarios/fleet.schema.json``
             sim --profiles``, ``--simulate``)
 dialect     a supplier dialect                ``harness/drivers/dialects/dialect.schema.json``
+sla         an SLA for ``trialbench check``   ``scenarios/sla.schema.json``
+            (``--sla FILE``)
 ==========  ===============================  ==========================================
 
 ``trialbench schema --kind KIND`` prints one (``--out FILE`` writes it); the shipped copies
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, get_args
 
-SchemaKind = Literal["scenario", "fleet", "dialect"]
+SchemaKind = Literal["scenario", "fleet", "dialect", "sla"]
 KINDS: tuple[str, ...] = get_args(SchemaKind)
 ALIASES = {"profile": "fleet", "profiles": "fleet"}
 """Other names users reach for: a fleet file holds simulator *profiles*."""
@@ -42,6 +44,8 @@ def json_schema(kind: str) -> str:
         return dialect_json_schema()
     if kind == "fleet":
         return fleet_json_schema()
+    if kind == "sla":
+        return sla_json_schema()
     raise ValueError(f"no schema of kind {kind!r}; one of {', '.join(KINDS)}")
 
 
@@ -53,6 +57,16 @@ def fleet_json_schema() -> str:
     schema: dict[str, Any] = {"$schema": DRAFT, "title": "trialbench fleet (simulator "
                               "profiles)", **Fleet.model_json_schema()}
     schema["properties"]["suppliers"]["propertyNames"] = {"pattern": NAME_PATTERN}
+    return json.dumps(markdown_descriptions(schema), indent=2, ensure_ascii=False) + "\n"
+
+
+def sla_json_schema() -> str:
+    """The JSON Schema of an SLA file (``trialbench check --sla FILE``; the same mapping
+    as a scenario's ``sla:``)."""
+    from harness.check.sla import SlaConfig
+
+    schema: dict[str, Any] = {"$schema": DRAFT, **SlaConfig.model_json_schema(),
+                              "title": "trialbench SLA (thresholds for trialbench check)"}
     return json.dumps(markdown_descriptions(schema), indent=2, ensure_ascii=False) + "\n"
 
 

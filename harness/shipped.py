@@ -9,12 +9,13 @@ package (``[tool.setuptools.package-data]``), so an installed ``trialbench demo`
 them from site-packages.
 
 Which file is which kind is told by its name: ``fleet-*.yaml`` are simulator fleets
-(validated by ``fleet.schema.json``), every other ``*.yaml`` a scenario
-(``scenario.schema.json``). Each carries a ``# yaml-language-server: $schema=...``
-modeline naming the schema beside it, so an editor applies the right one.
+(validated by ``fleet.schema.json``), ``sla-*.yaml`` SLAs for ``trialbench check``
+(``sla.schema.json``), every other ``*.yaml`` a scenario (``scenario.schema.json``).
+Each carries a ``# yaml-language-server: $schema=...`` modeline naming the schema beside
+it, so an editor applies the right one.
 
 ``trialbench init DIR`` (:func:`init_folder`) copies a starter scenario, the demo fleet and
-the schemas into a folder for the user to edit.
+the schemas (scenario, fleet, SLA, dialect) into a folder for the user to edit.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ PACKAGE_FOLDER = "scenarios"
 SCENARIO_SCHEMA = "scenario.schema.json"
 FLEET_SCHEMA = "fleet.schema.json"
 DIALECT_SCHEMA = "dialect.schema.json"
+SLA_SCHEMA = "sla.schema.json"
 """Shipped beside the dialects (``harness/drivers/dialects/``); ``init`` copies it too."""
 
 STARTER_SCENARIO = "starter.yaml"
 STARTER_FLEET = "fleet-demo.yaml"
-INIT_FILES = (STARTER_SCENARIO, STARTER_FLEET, SCENARIO_SCHEMA, FLEET_SCHEMA)
+INIT_FILES = (STARTER_SCENARIO, STARTER_FLEET, SCENARIO_SCHEMA, FLEET_SCHEMA, SLA_SCHEMA)
 
 
 class InitError(HarnessError, FileExistsError):
@@ -68,9 +70,15 @@ def is_fleet_file(name: str) -> bool:
     return name.startswith("fleet-") and name.endswith(".yaml")
 
 
+def is_sla_file(name: str) -> bool:
+    """A shipped file named ``sla-*.yaml`` is an SLA for ``trialbench check --sla``."""
+    return name.startswith("sla-") and name.endswith(".yaml")
+
+
 def schema_for(name: str) -> str:
     """The schema a shipped YAML file is written against (the name of its modeline's file)."""
-    return FLEET_SCHEMA if is_fleet_file(name) else SCENARIO_SCHEMA
+    return (FLEET_SCHEMA if is_fleet_file(name) else SLA_SCHEMA if is_sla_file(name)
+            else SCENARIO_SCHEMA)
 
 
 @contextlib.contextmanager
@@ -119,6 +127,6 @@ def init_folder(folder: Path, *, force: bool = False) -> list[Path]:
 
 
 __all__ = ["DIALECT_SCHEMA", "FLEET_SCHEMA", "INIT_FILES", "SCENARIO_SCHEMA",
-           "STARTER_FLEET", "STARTER_SCENARIO", "InitError", "dialect_schema_file",
-           "init_folder", "installed_path", "is_fleet_file", "schema_for", "shipped_file",
-           "shipped_names", "shipped_path"]
+           "SLA_SCHEMA", "STARTER_FLEET", "STARTER_SCENARIO", "InitError",
+           "dialect_schema_file", "init_folder", "installed_path", "is_fleet_file",
+           "is_sla_file", "schema_for", "shipped_file", "shipped_names", "shipped_path"]

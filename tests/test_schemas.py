@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DIALECTS = ROOT / "harness" / "drivers" / "dialects"
 SHIPPED_SCHEMAS = {"scenario": ROOT / "scenarios" / "scenario.schema.json",
                    "fleet": ROOT / "scenarios" / "fleet.schema.json",
-                   "dialect": DIALECTS / "dialect.schema.json"}
+                   "dialect": DIALECTS / "dialect.schema.json",
+                   "sla": ROOT / "scenarios" / "sla.schema.json"}
 SHIPPED_YAML = sorted([*(ROOT / "scenarios").glob("*.yaml"), *DIALECTS.glob("*.yaml")])
 MODELINE = re.compile(r"^# yaml-language-server: \$schema=(\S+)$")
 
@@ -94,3 +95,17 @@ def test_profile_errors_point_to_the_fleet_schema(tmp_path: Path) -> None:
     message = str(info.value)
     assert f"{fleet}:8: suppliers.a.delivery.median_msec" in message
     assert "`trialbench schema --kind fleet`" in message
+
+
+def test_shipped_sla_loads_and_its_errors_point_to_the_sla_schema(tmp_path: Path) -> None:
+    """The shipped SLA (``scenarios/sla-demo.yaml``) loads, and a bad key in an SLA file
+    names the SLA schema's command."""
+    from harness.check.sla import SlaError, load_sla
+
+    assert load_sla(ROOT / "scenarios" / "sla-demo.yaml").all
+    bad = tmp_path / "sla.yaml"
+    bad.write_text("all:\n  - validity_rate >= 0.99\nmargin:\n  validity_rate: 0.01\n",
+                   encoding="utf-8")
+    with pytest.raises(SlaError) as caught:
+        load_sla(bad)
+    assert "sla.yaml" in str(caught.value) and "trialbench schema --kind sla" in str(caught.value)

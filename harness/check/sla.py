@@ -58,6 +58,8 @@ _HEAD = re.compile(r"^\s*(?P<metric>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<rest>.*)$")
 class SlaError(ConfigError):
     """An SLA (a scenario's ``sla:`` or an SLA file) is invalid."""
 
+    schema_command = "trialbench schema --kind sla"
+
 
 def did_you_mean(name: str, known: list[str] | tuple[str, ...]) -> str:
     """``; did you mean 'x'?`` for the closest known names, or a list of them all."""
