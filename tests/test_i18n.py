@@ -75,3 +75,24 @@ def test_a_fault_has_one_name() -> None:
         assert term("verdict", "resold", lang) in term("finding", "resold_codes", lang)
     assert term("verdict", "not_minted", "en") == "fake"
     assert term("verdict", "not_minted", "zh") == "伪造"
+
+
+def test_trial_live_view_in_chinese_shows_display_names() -> None:
+    """The trial's live table is worded in the chosen language (title, columns from the
+    vocabulary and the catalogue, elapsed time and ETA) and names suppliers by display name."""
+    from rich.console import Console
+
+    from harness.progress import TrialProgress
+
+    console = Console(width=200, record=True)
+    progress = TrialProgress(["xingchen"], 10, enabled=False, console=console, lang="zh",
+                             names={"xingchen": "星辰卡盟"})
+    progress.started -= 10.0
+    for _ in range(5):
+        progress.count("xingchen", "success")
+    console.print(progress.table())
+    shown = console.export_text()
+    for words in ("试单进度", "星辰卡盟", "计划", term("state", "success", "zh"),
+                  "已用 10 秒 · 已结束订单 5/10 · 订单约剩 10 秒"):
+        assert words in shown, words
+    assert "xingchen" not in shown and "elapsed" not in shown

@@ -42,6 +42,7 @@ from harness.run.lifecycle import (
 )
 from harness.runfolder import RunFolder, earlier_code_hashes
 from harness.scenario import ProductConfig, Scenario, SupplierConfig, TrialPlan
+from harness.summary import scenario_names
 
 if TYPE_CHECKING:
     from harness.run.resume import PastOrder, RunProgress
@@ -318,7 +319,7 @@ async def run_trial_async(scenario: Scenario, folder: RunFolder, *,
                                                    + 20),
                                max_body_bytes=plan.max_body_bytes)
     progress = TrialProgress([s.name for s in scenario.suppliers], plan.orders_per_supplier,
-                             enabled=show_progress)
+                             enabled=show_progress, names=scenario_names(scenario))
     try:
         await TrialRun(scenario, folder, transport, progress, past).run()
     finally:
