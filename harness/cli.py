@@ -346,6 +346,13 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return run_history(args.folder, lang=args.lang)
 
 
+def _add_lang(parser: argparse.ArgumentParser, what: str) -> None:
+    """The ``--lang zh|en`` option, saying what it words."""
+    parser.add_argument("--lang", choices=("zh", "en"), default=None,
+                        help=f"language of {what}: zh or en (default: $TRIALBENCH_LANG, "
+                             "else the locale, else en)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every subcommand is documented here and in the README."""
     parser = argparse.ArgumentParser(
@@ -383,9 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "the scenario at it (e.g. scenarios/fleet-demo.yaml)")
     trial.add_argument("--seed", type=int, default=None,
                        help="simulator seed with --simulate (default: the fleet's)")
-    trial.add_argument("--lang", choices=("zh", "en"), default=None,
-                       help="language of the summary (terminal and report.md): zh or en "
-                            "(default: $TRIALBENCH_LANG, else the locale, else en)")
+    _add_lang(trial, "the summary (terminal and report.md)")
     trial.set_defaults(func=_cmd_trial)
 
     init = sub.add_parser("init", help="copy a starter scenario, the demo fleet and the "
@@ -413,9 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where run folders go (default results/)")
     demo.add_argument("--seed", type=int, default=None, help="simulator seed (default: fleet's)")
     demo.add_argument("--no-progress", action="store_true", help="no live progress table")
-    demo.add_argument("--lang", choices=("zh", "en"), default=None,
-                      help="language of the summary, ranking and report: zh or en "
-                           "(default: $TRIALBENCH_LANG, else the locale, else en)")
+    _add_lang(demo, "the summary, ranking and report")
     demo.set_defaults(func=_cmd_demo)
 
     rank = sub.add_parser("rank", help="rank the suppliers of one or more runs; write "
@@ -429,9 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--allow-partial", action="store_true",
                       help="also use interrupted runs (named as partial); by default they "
                            "are refused until `trialbench resume` finishes them")
-    rank.add_argument("--lang", choices=("zh", "en"), default=None,
-                      help="language of the table, order and headline: zh or en (default: "
-                           "$TRIALBENCH_LANG, else the locale, else en); the CSVs stay English")
+    _add_lang(rank, "the table, order and headline (the CSVs stay English)")
     rank.set_defaults(func=_cmd_rank)
 
     report = sub.add_parser("report", help="write a self-contained HTML report of one or "
@@ -443,10 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where report.html goes (default: the first run folder)")
     report.add_argument("--allow-partial", action="store_true",
                         help="also use interrupted runs (named as partial in the report)")
-    report.add_argument("--lang", choices=("zh", "en"), default=None,
-                        help="language of the report (text, tables, figure labels) and of "
-                             "what is printed: zh or en (default: $TRIALBENCH_LANG, else "
-                             "the locale, else en)")
+    _add_lang(report, "the report (text, tables, figure labels) and what is printed")
 
     resume = sub.add_parser("resume", help="finish an interrupted run: ask each supplier "
                                            "about every unsettled order and refund, then "
@@ -455,9 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     resume.add_argument("run", metavar="RUN", help="the run folder, e.g. results/<run-id>")
     resume.add_argument("--no-progress", action="store_true", help="no live progress table")
-    resume.add_argument("--lang", choices=("zh", "en"), default=None,
-                        help="language of the summary: zh or en (default: $TRIALBENCH_LANG, "
-                             "else the locale, else en)")
+    _add_lang(resume, "the summary")
     resume.set_defaults(func=_cmd_resume)
     report.add_argument("--history", metavar="DIR", default=None,
                         help="also show each supplier's trend over the history of runs in DIR "
@@ -494,9 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "URL/<worker-id>")
     burst.add_argument("--dry-run", action="store_true",
                        help="print the schedule and its worst-case cost; send nothing")
-    burst.add_argument("--lang", choices=("zh", "en"), default=None,
-                       help="language of the summary (terminal and report.md): zh or en "
-                            "(default: $TRIALBENCH_LANG, else the locale, else en)")
+    _add_lang(burst, "the summary (terminal and report.md)")
     burst.set_defaults(func=_cmd_burst)
 
     worker = sub.add_parser("worker", help="join a burst's Locust master as a worker "
@@ -557,16 +551,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="append a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
     check.add_argument("--strict", action="store_true",
                        help="exit 3 when any check was skipped for too little data")
-    check.add_argument("--lang", choices=("zh", "en"), default=None,
-                       help="language of the terminal text, JUnit messages and summary: zh "
-                            "or en (default: $TRIALBENCH_LANG, else the locale, else en)")
+    _add_lang(check, "the terminal text, JUnit messages and summary")
     check.set_defaults(func=_cmd_check)
 
     history = sub.add_parser("history", help="print each supplier's trend over a history "
                                              "folder: tier, key metrics, change points")
     history.add_argument("folder", metavar="DIR", help="history folder (as for check)")
-    history.add_argument("--lang", choices=("zh", "en"), default=None,
-                         help="language: zh or en (default: $TRIALBENCH_LANG, the locale, en)")
+    _add_lang(history, "the trend")
     history.set_defaults(func=_cmd_history)
     for command in sub.choices.values():  # every command's --help lists the exit codes
         if not command.epilog:
