@@ -141,16 +141,18 @@ def analyse_runs(run_dirs: Sequence[Path], config: RankingConfig | None = None, 
     window = int(checks.get("expiry_window_days", 60))
     gates = tuple(str(g) for g in checks.get("gate", ()))
     quals = qualifications_from_manifests(tables.manifests)
-    names = sorted({str(n) for n in tables.orders["supplier"]})
+    names = sorted({str(n) for n in tables.orders["supplier"].unique()})
     qual_found = qualification_findings(quals, {n: quals.get(n, {}).get("_products", [])
                                                 for n in names},
                                         today=today, peak_date=peak, window_days=window,
                                         gates=gates)
+    # computed once: the ranking's metrics and the metrics table are the same
+    raw_metrics = supplier_metrics(tables.orders, tables.codes, tables.refunds,
+                                   tables.suppliers, fees,
+                                   refund_deadline_s=config.refund_deadline_s)
     ranking = rank_suppliers(tables.orders, tables.codes, tables.refunds, tables.suppliers,
-                             fees, config, extra_findings=qual_found)
-    metrics = rate_intervals(supplier_metrics(tables.orders, tables.codes, tables.refunds,
-                                              tables.suppliers, fees,
-                                              refund_deadline_s=config.refund_deadline_s))
+                             fees, config, extra_findings=qual_found, metrics=raw_metrics)
+    metrics = rate_intervals(raw_metrics)
     quals_frame = pd.DataFrame(qual_found, columns=[*FINDINGS_COLUMNS, *QUALIFICATION_COLUMNS])
     own = ranking.findings[~ranking.findings["kind"].isin(quals_frame["kind"].unique())]
     findings = pd.concat([own.assign(**{c: np.nan for c in QUALIFICATION_COLUMNS}),

@@ -20,7 +20,7 @@ out of ``<rate>_n`` trials, so intervals can be computed (:func:`wilson`, :func:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -184,6 +184,11 @@ def as_bool(series: pd.Series) -> pd.Series:
 
 def text(series: pd.Series) -> pd.Series:
     """A column of strings that may hold None/NaN, with "" for the missing ones."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.na_value is np.nan:
+        # pandas' own "str" columns (as read from Parquet): the same answer, without
+        # turning every value into a Python object and back
+        return series.fillna("")
     return series.astype(object).where(series.notna(), "").astype(str)
 
 
@@ -358,12 +363,6 @@ def _requests(sent: pd.DataFrame) -> dict[str, Any]:
             "error_classes": format_error_counts(totals)}
 
 
-def _oversold(sent: pd.DataFrame, card_skus: set[str], prefix: str) -> dict[str, Any]:
-    accepted = sent[taken(sent)]
-    k = int(oversold_mask(accepted, card_skus).sum())
-    return {prefix: _ratio(k, len(accepted)), f"{prefix}_k": k, f"{prefix}_n": len(accepted)}
-
-
 def _load(burst: pd.DataFrame, min_n: int) -> dict[str, Any]:
     accepted = burst["accepted_at"].notna()
     k_err = int((~accepted).sum())
@@ -403,6 +402,27 @@ def suppliers_in(*frames: pd.DataFrame) -> list[str]:
     return sorted(names)
 
 
+def rows_by_supplier(frame: pd.DataFrame) -> Callable[[str], pd.DataFrame]:
+    """``rows(name)`` gives ``frame[frame["supplier"] == name]`` (the same rows, in the same
+    order, with the same index), from one groupby rather than a comparison over the whole
+    frame for every supplier."""
+    if "supplier" not in frame.columns or frame.empty:
+        return lambda name: frame[frame["supplier"] == name]
+    positions = frame.groupby("supplier", sort=False, observed=True, dropna=True).indices
+
+    def rows(name: str) -> pd.DataFrame:
+        at = positions.get(name)
+        return frame[frame["supplier"] == name] if at is None else frame.take(at)
+
+    return rows
+
+
+def _flags(mask: pd.Series) -> np.ndarray[tuple[int], np.dtype[np.bool_]]:
+    """A row mask as numpy bools, a missing value as False (as boolean indexing takes it)."""
+    out: np.ndarray[tuple[int], np.dtype[np.bool_]] = mask.to_numpy(dtype=bool, na_value=False)
+    return out
+
+
 def supplier_metrics(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.DataFrame,
                      suppliers: pd.DataFrame,
                      fees: Mapping[str, Mapping[str, float]] | None = None, *,
@@ -416,30 +436,58 @@ def supplier_metrics(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.Data
     """
     fee_map = check_fees(fees)
     card_skus = {str(s) for s in codes["sku"].dropna().unique()} if "sku" in codes else set()
+    # row-wise masks over every order once; each supplier's rows are picked by position
+    state = orders["state"]
+    sent_all = _flags(state != "skipped")
+    # an order found by asking after a crash has no delivery time: not an SLA sample
+    timed = _flags(text(orders["resolution"]) != "reconciled") if "resolution" in orders \
+        else np.ones(len(orders), dtype=bool)
+    delivery_all = _flags(orders["mode"].isin(delivery_modes)) & timed
+    burst_all = _flags(orders["mode"] == "burst")
+    taken_all = _flags(taken(orders))
+    oversold_all = _flags(oversold_mask(orders, card_skus))
+    if "supplier" in orders.columns and len(orders):
+        positions = orders.groupby("supplier", sort=False, observed=True,
+                                   dropna=True).indices
+    else:
+        positions = {}
+    codes_of, refunds_of = rows_by_supplier(codes), rows_by_supplier(refunds)
+    suppliers_of = rows_by_supplier(suppliers)
     rows = []
     for name in suppliers_in(orders, codes, refunds, suppliers):
-        own = orders[orders["supplier"] == name]
-        sent = own[own["state"] != "skipped"]
-        # an order found by asking after a crash has no delivery time: not an SLA sample
-        timed = text(sent["resolution"]) != "reconciled" if "resolution" in sent \
-            else pd.Series(True, index=sent.index)
-        delivery = sent[sent["mode"].isin(delivery_modes) & timed]
-        burst = sent[sent["mode"] == "burst"]
-        hidden = _hidden_fee_per_order(suppliers[suppliers["supplier"] == name])
+        own_at = positions.get(name)
+        if own_at is None:
+            own_at = np.flatnonzero(_flags(orders["supplier"] == name))
+        sent_at = own_at[sent_all[own_at]]
+        burst_at = sent_at[burst_all[sent_at]]
+        sent = orders.take(sent_at)
+        delivery = sent[delivery_all[sent_at]]
+        burst = sent[burst_all[sent_at]]
+        own_suppliers = suppliers_of(name)
+        hidden = _hidden_fee_per_order(own_suppliers)
         fee = fee_map.get(name, {key: 0.0 for key in FEE_KEYS})
         rows.append({
             "supplier": name, "orders_sent": len(sent),
-            "orders_skipped": int((own["state"] == "skipped").sum()),
-            **_requests(sent), **_oversold(sent, card_skus, "oversold"),
-            **_oversold(burst, card_skus, "load_oversold"),
+            "orders_skipped": int((~sent_all[own_at]).sum()),
+            **_requests(sent), **_oversold_counts(sent_at, taken_all, oversold_all, "oversold"),
+            **_oversold_counts(burst_at, taken_all, oversold_all, "load_oversold"),
             **_delivery(delivery, burst, min_percentile_orders),
-            **_codes(codes[codes["supplier"] == name]),
-            **_refunds(refunds[refunds["supplier"] == name], refund_deadline_s,
-                       suppliers[suppliers["supplier"] == name]),
+            **_codes(codes_of(name)),
+            **_refunds(refunds_of(name), refund_deadline_s, own_suppliers),
             "hidden_fee_per_order": hidden,
-            "hidden_fee_unexplained_per_order": _unexplained_fee(
-                suppliers[suppliers["supplier"] == name], sent),
+            "hidden_fee_unexplained_per_order": _unexplained_fee(own_suppliers, sent),
             **_cost(sent, fee, hidden),
             **_load(burst, min_percentile_orders),
         })
     return pd.DataFrame(rows, columns=list(METRICS_COLUMNS))
+
+
+def _oversold_counts(at: np.ndarray[tuple[int], np.dtype[np.intp]],
+                     taken_all: np.ndarray[tuple[int], np.dtype[np.bool_]],
+                     oversold_all: np.ndarray[tuple[int], np.dtype[np.bool_]],
+                     prefix: str) -> dict[str, Any]:
+    """Accepted orders (:func:`taken`) among the orders at positions ``at``, and how many of
+    them were oversold (:func:`oversold_mask`, which holds only where :func:`taken` does),
+    from the row masks of every order."""
+    k, n = int(oversold_all[at].sum()), int(taken_all[at].sum())
+    return {prefix: _ratio(k, n), f"{prefix}_k": k, f"{prefix}_n": n}

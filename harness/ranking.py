@@ -56,6 +56,7 @@ from harness.metrics import (
     burst_thirds,
     check_fees,
     jeffreys,
+    rows_by_supplier,
     seconds,
     sold_mask,
     supplier_metrics,
@@ -218,9 +219,10 @@ class Evidence:
     """Point estimate of each criterion with data."""
 
 
-def _draws(row: pd.Series, orders: pd.DataFrame, fee: Mapping[str, float],
+def _draws(row: pd.Series, own: pd.DataFrame, fee: Mapping[str, float],
            config: RankingConfig) -> Evidence:
-    """Metric draws and point estimates of each criterion that this supplier has data for."""
+    """Metric draws and point estimates of each criterion that this supplier has data for;
+    ``own`` is the supplier's orders."""
     name, size = str(row["supplier"]), config.draws
     draws: dict[Criterion, FloatArray] = {}
     points: dict[Criterion, float] = {}
@@ -232,7 +234,7 @@ def _draws(row: pd.Series, orders: pd.DataFrame, fee: Mapping[str, float],
             draws[crit] = _beta(_rng(config.seed, name, crit), k, n, size)
             points[crit] = float(row[rate])
             rates[crit] = (k, n)
-    own = orders[(orders["supplier"] == name) & (orders["state"] != "skipped")]
+    own = own[own["state"] != "skipped"]
     if row["sale_revenue"] > 0:
         draws["cost"] = _cost_draws(_rng(config.seed, name, "cost"), own[sold_mask(own)], fee,
                                     float(row["hidden_fee_per_order"]), size)
@@ -447,18 +449,25 @@ def rank_suppliers(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.DataFr
                    suppliers: pd.DataFrame,
                    fees: Mapping[str, Mapping[str, float]] | None = None,
                    config: RankingConfig | None = None,
-                   extra_findings: Sequence[Mapping[str, object]] = ()) -> Ranking:
+                   extra_findings: Sequence[Mapping[str, object]] = (),
+                   metrics: pd.DataFrame | None = None) -> Ranking:
     """Rank every supplier in the tables; see the module docstring for each step.
     ``extra_findings`` (rows of :data:`FINDINGS_COLUMNS`, e.g. the qualification findings
     of :func:`harness.analysis.qualification_findings`) join each supplier's findings and
-    gate it where their ``gates`` is true."""
+    gate it where their ``gates`` is true. ``metrics`` is the
+    :func:`harness.metrics.supplier_metrics` table of these tables with these fees and
+    ``refund_deadline_s=config.refund_deadline_s``, when the caller already has it
+    (computed here otherwise)."""
     config = config or RankingConfig()
-    metrics = supplier_metrics(orders, codes, refunds, suppliers, fees,
-                               refund_deadline_s=config.refund_deadline_s)
+    if metrics is None:
+        metrics = supplier_metrics(orders, codes, refunds, suppliers, fees,
+                                   refund_deadline_s=config.refund_deadline_s)
     names = [str(s) for s in metrics["supplier"]]
     fee_map = check_fees(fees)
+    orders_of = rows_by_supplier(orders)
     per: dict[str, Evidence] = {
-        str(row["supplier"]): _draws(row, orders, fee_map.get(str(row["supplier"]), {}), config)
+        str(row["supplier"]): _draws(row, orders_of(str(row["supplier"])),
+                                     fee_map.get(str(row["supplier"]), {}), config)
         for _, row in metrics.iterrows()}
     weights_in = config.weights.model_dump()
     wanted = [c for c in CRITERIA if weights_in[c] > 0]
