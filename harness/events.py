@@ -187,21 +187,21 @@ def run_complete(run_dir: Path) -> bool:
 
 def _lines_with(path: Path, needles: list[bytes], block_bytes: int = 1 << 24
                 ) -> Iterator[bytes]:
-    """The whole lines of ``path`` (ending in a newline) that hold any of ``needles``."""
+    """The whole lines of ``path`` (ending in a newline) that hold any of ``needles``, each
+    once, in file order: one regular-expression pass over each block for all the needles."""
+    pattern = re.compile(b"|".join(re.escape(needle) for needle in needles))
     rest = b""
     with path.open("rb") as handle:
         while block := handle.read(block_bytes):
             data = rest + block
             end = data.rfind(b"\n") + 1
-            data, rest = data[:end], data[end:]
-            starts: set[int] = set()
-            for needle in needles:
-                at = data.find(needle)
-                while at >= 0:
-                    starts.add(data.rfind(b"\n", 0, at) + 1)
-                    at = data.find(needle, at + len(needle))
-            for start in sorted(starts):
-                yield data[start:data.find(b"\n", start) + 1]
+            rest = data[end:]
+            last = -1
+            for match in pattern.finditer(data, 0, end):
+                start = data.rfind(b"\n", 0, match.start()) + 1
+                if start != last:  # else another needle on a line already given
+                    last = start
+                    yield data[start:data.find(b"\n", match.end()) + 1]
 
 
 def read_events(run_dir: Path) -> Iterator[dict[str, Any]]:

@@ -219,6 +219,13 @@ class Evidence:
     """Point estimate of each criterion with data."""
 
 
+_DRAW_COLUMNS = frozenset({"supplier", "state", "mode", "run_id", "intended_at",
+                           "acceptance_ms", "sale_price", "quantity", "codes_delivered",
+                           "amount"})
+"""The orders columns :func:`_draws` reads (directly, through :func:`sold_mask`,
+:func:`units_delivered` and :func:`burst_thirds`): only these are copied per supplier."""
+
+
 def _draws(row: pd.Series, own: pd.DataFrame, fee: Mapping[str, float],
            config: RankingConfig) -> Evidence:
     """Metric draws and point estimates of each criterion that this supplier has data for;
@@ -464,7 +471,7 @@ def rank_suppliers(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.DataFr
                                    refund_deadline_s=config.refund_deadline_s)
     names = [str(s) for s in metrics["supplier"]]
     fee_map = check_fees(fees)
-    orders_of = rows_by_supplier(orders)
+    orders_of = rows_by_supplier(orders[[c for c in orders.columns if c in _DRAW_COLUMNS]])
     per: dict[str, Evidence] = {
         str(row["supplier"]): _draws(row, orders_of(str(row["supplier"])),
                                      fee_map.get(str(row["supplier"]), {}), config)
