@@ -423,6 +423,16 @@ def _flags(mask: pd.Series) -> np.ndarray[tuple[int], np.dtype[np.bool_]]:
     return out
 
 
+_PER_SUPPLIER_COLUMNS = frozenset({
+    "state", "mode", "run_id", "intended_at", "accepted_at", "acceptance_ms", "delivery_ms",
+    "within_deadline", "delivered", "listed_price", "quantity", "sale_price",
+    "codes_delivered", "amount", "attempts", "errors", "supplier_errors", "posts",
+    "resolve_gets", "error_classes"})
+"""The orders columns the per-supplier parts of :func:`supplier_metrics` read
+(:func:`_requests`, :func:`_delivery`, :func:`_unexplained_fee`, :func:`_cost`,
+:func:`_load`): only these are copied for each supplier."""
+
+
 def supplier_metrics(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.DataFrame,
                      suppliers: pd.DataFrame,
                      fees: Mapping[str, Mapping[str, float]] | None = None, *,
@@ -451,6 +461,7 @@ def supplier_metrics(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.Data
                                    dropna=True).indices
     else:
         positions = {}
+    needed = orders[[c for c in orders.columns if c in _PER_SUPPLIER_COLUMNS]]
     codes_of, refunds_of = rows_by_supplier(codes), rows_by_supplier(refunds)
     suppliers_of = rows_by_supplier(suppliers)
     rows = []
@@ -460,7 +471,7 @@ def supplier_metrics(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.Data
             own_at = np.flatnonzero(_flags(orders["supplier"] == name))
         sent_at = own_at[sent_all[own_at]]
         burst_at = sent_at[burst_all[sent_at]]
-        sent = orders.take(sent_at)
+        sent = needed.take(sent_at)
         delivery = sent[delivery_all[sent_at]]
         burst = sent[burst_all[sent_at]]
         own_suppliers = suppliers_of(name)
