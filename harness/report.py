@@ -629,7 +629,7 @@ def _trend_context(trend: Trend | None, folder: str, lang: str,
         suppliers.append({
             "supplier": display(str(supplier), names),
             "rows": [[str(r["run_id"]), text(f"check.run_status.{r['status']}", lang),
-                      text(f"tier.{r['tier']}", lang) if r["tier"] else "-",
+                      term("tier", str(r["tier"]), lang) if r["tier"] else "-",
                       *[fmt(float(r[m])) for m in shown]] for _, r in rows.iterrows()],
             "changes": [text("report.trend_change", lang,
                              metric=text(f"check.metric_name.{c.metric}", lang),

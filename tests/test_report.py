@@ -14,9 +14,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+from test_check_history import write_validity_drop_index
 
 from harness.analysis import RunAnalysis, analyse_runs, latest_run
 from harness.cli import main
@@ -205,7 +205,6 @@ def test_chinese_report_reads_without_english(analysis: RunAnalysis) -> None:
 def _with_paperwork(demo_run: Path, tmp_path: Path) -> Path:
     """A copy of the demo run whose scenario names acme 星辰卡盟, with a Steam
     authorisation for its products that lapses before the peak (a gate here)."""
-    import json
     import shutil
 
     run = tmp_path / demo_run.name
@@ -300,16 +299,7 @@ def test_report_shows_the_history_trend_and_its_change_point(
         demo: tuple[Path, str], tmp_path: Path) -> None:
     """``report --history DIR`` adds each supplier's trend over the runs that ``check``
     indexed, with the worsening change point found, worded in the report's language."""
-    rng = np.random.default_rng(5)
-    with (tmp_path / "index.jsonl").open("w") as handle:
-        for i in range(20):
-            validity = float(np.clip(rng.normal(0.99 if i < 12 else 0.90, 0.005), 0, 1))
-            handle.write(json.dumps({
-                "run_id": f"run-{i:02d}", "started_at": f"2026-11-{i + 1:02d}T00:00:00Z",
-                "status": "green" if i < 12 else "red", "path": None,
-                "suppliers": {"acme": {"tier": "gold" if i < 12 else "silver",
-                                       "validity_rate": validity, "validity_rate_n": 200}}})
-                         + "\n")
+    write_validity_drop_index(tmp_path, red_after_drop=True)
     out = tmp_path / "out"
     assert main(["report", str(demo[0]), "--out", str(out), "--lang", "zh",
                  "--history", str(tmp_path)]) == 0
