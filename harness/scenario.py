@@ -1027,16 +1027,7 @@ def scenario_hash(path: Path) -> str:
 
 def scenario_json_schema() -> str:
     """The JSON Schema of a scenario file, as the text ``trialbench schema`` writes."""
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-              **Scenario.model_json_schema()}
-    return json.dumps(_markdown_descriptions(schema), indent=2, ensure_ascii=False) + "\n"
+    from harness.schemas import DRAFT, markdown_descriptions
 
-
-def _markdown_descriptions(node: Any) -> Any:
-    """Turn reST double backticks into Markdown single ones: editors render Markdown."""
-    if isinstance(node, dict):
-        return {key: value.replace("``", "`") if key == "description" and isinstance(value, str)
-                else _markdown_descriptions(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_markdown_descriptions(item) for item in node]
-    return node
+    schema = {"$schema": DRAFT, **Scenario.model_json_schema()}
+    return json.dumps(markdown_descriptions(schema), indent=2, ensure_ascii=False) + "\n"
