@@ -24,8 +24,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# the untimed tests on two processes, then the timed ones (marked serial) alone: a timed
+# test beside another test's load would measure that load
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 -m 'not serial'
+	$(BIN)/pytest -m serial
 
 # JupyterLab (the optional notebook extra, installed once) on the comparison notebook; it
 # reads the newest run under results/ (make demo makes one), or RUN=results/<run-id>

@@ -24,6 +24,8 @@ from harness.scenario import load_scenario
 from harness.simulator.process import SimulatorProcess, start_simulator
 from harness.simulator.profiles import load_fleet
 
+pytestmark = pytest.mark.serial  # bursts hold rates and measure latencies: run alone
+
 DATA = Path(__file__).parent / "data"
 FLEET = DATA / "burst-fleet.yaml"
 SCENARIO = DATA / "burst-scenario.yaml"

@@ -23,6 +23,8 @@ from harness.demo import fleet_env
 from harness.simulator.process import SimulatorProcess, start_simulator
 from harness.simulator.profiles import load_fleet
 
+pytestmark = pytest.mark.serial  # heartbeats and grace periods are timed: run alone
+
 DATA = Path(__file__).parent / "data"
 FLEET = DATA / "burst-fleet.yaml"
 RATE_PER_S, DURATION_S = 30, 8

@@ -103,6 +103,7 @@ print(json.dumps({"results": results, "rss_growth_kb": rss_kb() - before}))
 '''
 
 
+@pytest.mark.serial  # times the transport's deadline to a second: run alone
 @pytest.mark.parametrize("transport", ["async", "gevent"])
 def test_transport_deadline_cap_and_no_redirects(hostile: HostileServer, transport: str) -> None:
     """Each transport ends a trickled or silent answer at its 1.5 s total deadline, refuses
@@ -182,6 +183,7 @@ def _order(cid: str) -> Any:
     return OrderRequest(cid, "card-10")
 
 
+@pytest.mark.serial  # a gzip bomb must be refused for size before the deadline: run alone
 def test_driver_turns_every_hostile_answer_into_a_failure(hostile: HostileServer) -> None:
     """The reference driver parses every hostile answer to every operation (wrong types,
     1e999, NaN, 1e30, negative money, a ReDoS pattern, 100,000 levels of JSON, empty,

@@ -17,10 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from stall_server import StallServer
 
 from harness.drivers.base import HttpRequest
 from harness.run.async_transport import AsyncTransport
+
+pytestmark = pytest.mark.serial  # compares latencies to the millisecond: run alone
 
 DELAY_MS = 50.0
 STALL_FREE_MS = DELAY_MS + 20  # a stalled answer takes DELAY_MS + ~40

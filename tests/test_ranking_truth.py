@@ -23,6 +23,8 @@ from harness.errors import ScenarioError
 from harness.ranking_config import RankingConfig
 from harness.scenario import load_scenario, parse_scenario
 
+pytestmark = pytest.mark.serial  # ground-truth trials whose latencies decide ties: run alone
+
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
 

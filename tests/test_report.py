@@ -24,6 +24,8 @@ from harness.ranking import RANKING_COLUMNS
 from harness.report import figure_burst_timeline, figures, render_html
 from harness.wording import headline
 
+pytestmark = pytest.mark.serial  # the demo's verdict rests on delivery times vs its SLA: run alone
+
 ROOT = Path(__file__).parent.parent
 NOTEBOOK = ROOT / "notebooks" / "compare_suppliers.ipynb"
 

@@ -24,6 +24,8 @@ from harness.drivers.dialect import fit_request_id, load_dialect, shipped_dialec
 from harness.simulator.process import start_simulator
 from harness.simulator.profiles import load_fleet
 
+pytestmark = pytest.mark.serial  # trials against delivery deadlines: run alone
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "scenarios" / "dialects.yaml"
 FLEET = Path(__file__).parent / "data" / "fleet-dialects-test.yaml"

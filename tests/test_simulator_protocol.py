@@ -278,6 +278,7 @@ def test_rate_limit_answers_429_with_retry_after(client: Any) -> None:
     assert int(rejected.headers["retry-after"]) >= 1
 
 
+@pytest.mark.serial  # times the simulator's slowdown: run alone
 def test_capacity_answers_503_and_slows(client: Any, sim: SimulatorProcess) -> None:
     """Beyond max orders in flight POST answers 503; responses slow as orders pile up."""
     tiny = client("tiny")

@@ -26,6 +26,8 @@ from harness.results import SCHEMAS, load_runs
 from harness.simulator.process import start_simulator
 from harness.simulator.profiles import load_fleet
 
+pytestmark = pytest.mark.serial  # SLA shares and unknown-outcome windows are timed: run alone
+
 SEED = 20261125
 PLANTED_KINDS = ("bad_pattern", "not_minted", "resold", "wrong_face_value", "expiring")
 
