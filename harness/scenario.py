@@ -812,9 +812,16 @@ class BurstPlan(BaseModel):
     """Expected time to place one order, ms (at most 60000); sizes the concurrency (see
     ``headroom``)."""
     headroom: Annotated[float, Bounded(1, 100, "headroom factor")] = 3.0
-    """Concurrency = rate × expected_latency × headroom (+1 per supplier and worker)."""
+    """Concurrency = rate × (expected_latency × headroom + stall_cover_s) (+1 per supplier
+    and worker), at most ``max_concurrency``."""
     max_concurrency: Annotated[int, Bounded(1, 20_000, "count")] = 1000
     """Most orders being placed at once across all workers."""
+    stall_cover_s: Annotated[float, Bounded(0, 120, "duration in seconds")] = 2.0
+    """Concurrency also covers a supplier that stops answering for this long, seconds
+    (0–120): the orders due meanwhile still go out on time, and their latency from the
+    intended start shows the whole stall. Counted up to ``request_timeout_s`` (a POST holds
+    its slot no longer); 0 sizes for ``expected_latency_ms`` alone (orders due during a
+    stall then start late: ``schedule_slip``)."""
     slip_warning_ms: Annotated[float, Bounded(0, 60_000, "delay in ms", low_open=True)] = 100
     """An order sent later than this after its intended start gets a schedule_slip event,
     ms (at most 60000)."""

@@ -215,16 +215,30 @@ def build_schedule(scenario: Scenario) -> Schedule:
     return Schedule(segments, tuple(arrivals), used)
 
 
+def stall_cover_s(plan: BurstPlan) -> float:
+    """The stall the slots cover, seconds: ``stall_cover_s``, but never more than
+    ``request_timeout_s`` (a first POST holds its slot no longer than that)."""
+    return min(plan.stall_cover_s, plan.request_timeout_s)
+
+
 def concurrency_at(schedule: Schedule, plan: BurstPlan, t: float, workers: int) -> int:
     """Orders that may be placed at once across all workers at ``t`` seconds after ``t0``.
 
-    ``peak rate in [t, t + 5 s] × expected_latency × headroom``, plus one per supplier and
-    worker (so each supplier always has a slot on each worker), capped by
+    ``peak rate in [t, t + 5 s] × (expected_latency × headroom + stall cover)``, plus one
+    per supplier and worker (so each supplier always has a slot on each worker), capped by
     ``max_concurrency`` (but never below one slot per supplier and worker).
+
+    A slot is held while an order's first POST is in flight. When a supplier stops
+    answering for ``S`` seconds, the orders due meanwhile all hold slots until it answers
+    again: ``rate × S`` more than usual. Without them those orders start late (a
+    ``schedule_slip``; issue 13 measured ~60 slipped orders and p95 90–120 ms high in a
+    2 s stall with ``rate × 250 ms × 3`` slots). :func:`stall_cover_s` bounds ``S`` by the
+    request timeout, and ``max_concurrency`` bounds the total, so it cannot explode.
     """
     floor = len(schedule.suppliers) * workers
     rate = schedule.peak_rate(t, t + CONCURRENCY_LOOKAHEAD_S)
-    needed = math.ceil(rate * plan.expected_latency_ms / 1000 * plan.headroom) + floor
+    busy_s = plan.expected_latency_ms / 1000 * plan.headroom + stall_cover_s(plan)
+    needed = math.ceil(rate * busy_s) + floor
     return max(floor, min(needed, plan.max_concurrency))
 
 
@@ -281,6 +295,12 @@ def print_burst_plan(scenario: Scenario, out: TextIO | None = None) -> None:
         mix = ", ".join(f"{sku} {n}" for sku, n in sorted(skus[name].items()))
         share = counts[name] / total if total else 0.0
         say(f"  {name:<12} {counts[name]:>7} {share:>6.0%} {per_supplier[name]:>11}  [{mix}]")
+    peak_slots = max((concurrency_at(schedule, plan, t, plan.workers)
+                      for seg in schedule.segments
+                      for t in (seg.start_s, max(seg.start_s, seg.end_s - 1))), default=0)
+    limit = " (max_concurrency)" if peak_slots >= plan.max_concurrency else ""
+    say(f"slots: up to {peak_slots}{limit}, for the expected latency × headroom and a stall "
+        f"of {stall_cover_s(plan):g} s (stall_cover_s) at the peak rate")
     capped = " (the cap; the schedule alone would cost " \
         f"{sum(per_supplier.values(), Decimal(0))})" if worst < sum(per_supplier.values(),
                                                                      Decimal(0)) else ""
@@ -289,4 +309,4 @@ def print_burst_plan(scenario: Scenario, out: TextIO | None = None) -> None:
 
 
 __all__ = ["Arrival", "Schedule", "Segment", "build_schedule", "burst_worst_case_cost",
-           "concurrency_at", "print_burst_plan", "segments_of"]
+           "concurrency_at", "print_burst_plan", "segments_of", "stall_cover_s"]
