@@ -1,5 +1,5 @@
-"""The streaming table builder gives the same tables as the builder it replaced, and
-money is exact decimals in the Parquet files."""
+"""The table builders (columnar and streaming) give the same tables as the builder they
+replaced, and money is exact decimals in the Parquet files."""
 
 from __future__ import annotations
 
@@ -18,8 +18,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from harness import tables_columnar
 from harness.events import EventOrderError, read_events, stream_events
-from harness.results import MONEY_COLUMNS, SCHEMAS, build_tables, read_table, write_tables
+from harness.results import (
+    MONEY_COLUMNS,
+    SCHEMAS,
+    build_tables,
+    build_tables_streaming,
+    read_table,
+    write_tables,
+)
 
 ROOT = Path(__file__).parent.parent
 REAL_RUNS = Path(__file__).parent / "data" / "runs" / "real-runs.tar.gz"
@@ -47,11 +55,18 @@ def real_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"burst": root / "burst", "trial": root / "trial"}
 
 
-def _assert_same_tables(run_dir: Path) -> None:
+def _assert_same_tables(run_dir: Path, *, columnar: bool = True) -> None:
+    """Both builders (the columnar one unless told it cannot) and build_tables give the
+    reference builder's tables, value for value and dtype for dtype."""
     old = _reference().build_tables(run_dir)
-    new = build_tables(run_dir)
-    for name in SCHEMAS:
-        pd.testing.assert_frame_equal(getattr(new, name), getattr(old, name), check_exact=True)
+    builders = [build_tables_streaming, build_tables]
+    if columnar:
+        builders.append(tables_columnar.build)
+    for builder in builders:
+        new = builder(run_dir)
+        for name in SCHEMAS:
+            pd.testing.assert_frame_equal(getattr(new, name), getattr(old, name),
+                                          check_exact=True, obj=f"{builder.__name__} {name}")
 
 
 @pytest.mark.parametrize("kind", ["burst", "trial"])

@@ -1,0 +1,410 @@
+"""The table build at holiday scale: DuckDB folds the event log in columns, as results._fold."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from harness import results as R
+from harness.events import _lines_with, _parse
+
+MEMORY_LIMIT = "512MB"
+"""DuckDB's memory budget for the fold; beyond it, it spills to a temporary folder."""
+
+_BULK = ("order_planned", "order_attempt", "order_accepted", "order_observed", "order_error",
+         "order_final", "schedule_slip", "code_checked")
+"""Event types folded in DuckDB; each line's fields are read by name in one scan."""
+_RARE = ("order_absent", "order_resumed", "code_redeemed", "refund_attempt",
+         "refund_requested", "refund_final", "balance_read", "burst_started")
+"""Event types parsed line by line in Python (a few per order at most, usually none)."""
+
+_FIELDS = ("supplier", "client_order_id", "mode", "worker", "sku", "quantity", "deadline_s",
+           "listed_price", "sale_price", "face_value", "attempt", "method", "purpose", "kind",
+           "status", "phase", "supplier_order_id", "state", "last_state", "amount",
+           "unit_price", "codes_delivered", "failure_reason", "resolution", "code_hash",
+           "serial_masked", "claimed_face_value", "expected_face_value", "issuer_face_value",
+           "expires_at", "pattern_ok", "duplicate_of", "face_value_ok", "expiry_ok",
+           "issuer_status", "verdict")
+"""Fields read as JSON text (decoded in Python once per distinct text, so every value is the
+one json.loads gives); t, intended_at and delivered_seen_at are read as doubles."""
+
+_PACKED = """
+  CASE type WHEN 'order_planned' THEN mode WHEN 'order_attempt' THEN attempt
+    WHEN 'order_error' THEN kind WHEN 'order_accepted' THEN supplier_order_id
+    WHEN 'order_observed' THEN state WHEN 'order_final' THEN state
+    WHEN 'code_checked' THEN code_hash END AS k1,
+  CASE type WHEN 'order_planned' THEN json_array(worker, sku, quantity, deadline_s,
+      listed_price, sale_price, face_value)
+    WHEN 'order_attempt' THEN method WHEN 'order_error' THEN status
+    WHEN 'order_final' THEN json_array(last_state, amount, unit_price, codes_delivered,
+      failure_reason, resolution)
+    WHEN 'code_checked' THEN serial_masked END AS k2,
+  CASE type WHEN 'order_attempt' THEN purpose WHEN 'order_error' THEN phase
+    WHEN 'code_checked' THEN expires_at END AS k3,
+  CASE WHEN type = 'code_checked' THEN json_array(mode, sku, claimed_face_value,
+      expected_face_value, issuer_face_value, pattern_ok, duplicate_of, face_value_ok,
+      expiry_ok, issuer_status, verdict) END AS k4,
+  CASE type WHEN 'order_planned' THEN intended_at WHEN 'order_final' THEN delivered_seen_at
+    END AS d"""
+"""Each event type's fields packed into a few columns (k1..k4, d), so the table stays narrow."""
+
+
+class Unsupported(Exception):
+    """The log has something the columnar fold does not reproduce; use the streaming fold."""
+
+
+def _text(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # NaN or Infinity
+        return json.loads(text)
+
+
+def _decode(column: Any) -> list[Any]:
+    """A column of JSON texts (None for SQL NULL) as Python values, each distinct text
+    parsed once."""
+    import pyarrow.compute as pc
+
+    if len(column) == 0:
+        return []
+    if hasattr(column, "combine_chunks"):
+        column = column.combine_chunks()
+    encoded = pc.dictionary_encode(column)
+    texts = encoded.dictionary.to_pylist()
+    values = np.empty(len(texts) + 1, dtype=object)
+    for i, text in enumerate(texts):
+        values[i] = _loads(text)
+    values[len(texts)] = None
+    indices = encoded.indices.fill_null(len(texts)).to_numpy(zero_copy_only=False)
+    out: list[Any] = values[indices].tolist()
+    return out
+
+
+def _floats(column: Any) -> np.ndarray[Any, Any]:
+    out: np.ndarray[Any, Any] = np.array(  # a writable copy
+        column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return out
+
+
+def build(run_dir: Path) -> R.RunTables:
+    """The tables of one run, equal to :func:`harness.results._fold`'s; raises
+    :class:`Unsupported` (or a DuckDB error) when the log is not one it reproduces."""
+    import duckdb
+
+    shards = sorted(run_dir.glob("events*.jsonl"))
+    if not shards:
+        raise Unsupported("no event log")
+    for shard in shards:  # a torn last line is skipped by the streaming fold
+        with shard.open("rb") as handle:
+            if handle.seek(0, 2) == 0:
+                raise Unsupported(f"{shard.name} is empty")
+            handle.seek(-1, 2)
+            if handle.read(1) != b"\n":
+                raise Unsupported(f"{shard.name} ends with a torn line")
+    manifest = R.load_manifest(run_dir)
+    with tempfile.TemporaryDirectory(prefix="trialbench-fold-") as spill:
+        con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill,
+                                     "preserve_insertion_order": True})
+        try:
+            con.execute("SET enable_progress_bar = false")
+            return _build(con, run_dir, shards, manifest)
+        finally:
+            con.close()
+
+
+def _build(con: Any, run_dir: Path, shards: list[Path],
+           manifest: dict[str, Any]) -> R.RunTables:
+    run_id = run_dir.name
+    columns = {"t": "DOUBLE", "type": "VARCHAR", "intended_at": "DOUBLE",
+               "delivered_seen_at": "DOUBLE", **{name: "JSON" for name in _FIELDS}}
+    wanted = ", ".join(f"'{k}'" for k in (*_BULK, *_RARE))
+    scans = [f"""SELECT {i} AS shard, rn, t, type, coalesce(supplier::VARCHAR, '""') AS ksup,
+                 coalesce(client_order_id::VARCHAR, '""') AS kcid, supplier IS NULL AS nosup,
+                 client_order_id IS NULL AS nocid, k1::VARCHAR AS k1, k2::VARCHAR AS k2,
+                 k3::VARCHAR AS k3, k4::VARCHAR AS k4, d
+             FROM (SELECT row_number() OVER () AS rn, t, type, supplier, client_order_id,
+                   {_PACKED}
+                   FROM read_json({_text(shard)}, format='newline_delimited',
+                                  columns={columns!r}, maximum_object_size=16777216))
+             WHERE type IN ({wanted})""" for i, shard in enumerate(shards)]
+    con.execute(f"""CREATE TEMP TABLE ev AS
+        SELECT *, row_number() OVER (ORDER BY t, shard, rn) AS seq
+        FROM ({' UNION ALL '.join(scans)})""")
+    bad_t, starts = con.sql("""SELECT count(*) FILTER (WHERE t IS NULL OR isnan(t)),
+        count(*) FILTER (WHERE type = 'burst_started') FROM ev""").fetchall()[0]
+    if bad_t:
+        raise Unsupported("an event without a numeric time")
+    if starts > 1:
+        raise Unsupported("more than one burst_started")
+    con.execute("""CREATE TEMP TABLE o AS
+        SELECT row_number() OVER (ORDER BY first_seq) - 1 AS idx, *
+        FROM (SELECT ksup, kcid, min(seq) AS first_seq, max(seq) AS last_seq,
+                     arg_max({'mode': k1, 'rest': k2, 'intended': d}, seq) AS p
+              FROM ev WHERE type = 'order_planned' GROUP BY ksup, kcid)""")
+
+    rare = _rare_events(con, shards)
+    money = R._Money(run_id)
+    orders = _orders(con, run_id, rare, money)
+    codes = _codes(con, run_id, money)
+    timeline = _timeline(con, run_id, rare)
+    return R._assemble(run_id, manifest, orders, codes, money, timeline)
+
+
+def _rare_events(con: Any, shards: list[Path]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The rare events in log order, parsed from their lines, each with what DuckDB knows of
+    it (seq, its order's row and last plan, the mode of its order's plan before it)."""
+    rows = con.sql(f"""
+        WITH r AS (SELECT shard, rn, seq, t, type, ksup, kcid FROM ev
+                   WHERE type IN ({", ".join(f"'{k}'" for k in _RARE)})),
+             p AS (SELECT ksup, kcid, seq AS pseq, k1 AS pmode FROM ev
+                   WHERE type = 'order_planned')
+        SELECT r.shard, r.rn, r.seq, r.t, r.type, o.idx, o.last_seq, p.pseq, p.pmode
+        FROM r ASOF LEFT JOIN p ON r.ksup = p.ksup AND r.kcid = p.kcid AND r.seq >= p.pseq
+        LEFT JOIN o ON r.ksup = o.ksup AND r.kcid = o.kcid
+        ORDER BY r.shard, r.rn""").fetchall()
+    if not rows:
+        return []
+    by_shard: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in rows:
+        by_shard[row[0]].append(row)
+    needles = [f'"type":"{kind}"'.encode() for kind in _RARE]
+    out: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for i, shard in enumerate(shards):
+        mine = by_shard.get(i, [])
+        if not mine:
+            continue
+        events = [e for e in map(_parse, _lines_with(shard, needles)) if e.get("type") in _RARE]
+        if len(events) != len(mine):
+            raise Unsupported(f"{shard.name}: rare events not in the compact layout")
+        for event, (_, _, seq, t, kind, idx, last_seq, pseq, pmode) in zip(events, mine,
+                                                                           strict=True):
+            if event["type"] != kind or float(event["t"]) != t:
+                raise Unsupported(f"{shard.name}: rare events out of step")
+            out.append((event, {"seq": seq, "idx": idx, "last_seq": last_seq,
+                                "mode": _loads(pmode) if pseq is not None else ""}))
+    out.sort(key=lambda pair: int(pair[1]["seq"]))
+    return out
+
+
+def _orders(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, Any]]],
+            money: R._Money) -> Any:
+    """The orders table; feeds ``money`` the rare money events."""
+    base = con.sql("""SELECT ksup, kcid, p.mode AS mode, p.rest AS rest, p.intended AS intended
+                      FROM o ORDER BY idx""").to_arrow_table()
+    n = base.num_rows
+    suppliers = _decode(base["ksup"])
+    client_ids = _decode(base["kcid"])
+    modes = _decode(base["mode"])
+    rest = _decode(base["rest"])
+    nan = np.full(n, np.nan)
+    num: dict[str, np.ndarray[Any, Any]] = {
+        "intended_at": _floats(base["intended"]), "accepted_at": nan.copy(),
+        "final_at": nan.copy(), "seen": nan.copy(), "unit_price": nan.copy(),
+        "amount": np.zeros(n)}
+    obj: dict[str, list[Any]] = {
+        "mode": modes, "worker": [], "sku": [], "quantity": [], "deadline_s": [],
+        "state": ["unknown"] * n, "last_state": ["unknown"] * n, "codes_delivered": [0] * n,
+        "failure_reason": [""] * n, "resolution": [""] * n, "supplier_order_id": [""] * n}
+    listed, sale, face = [], [], []
+    money_of: dict[Any, float] = {}
+
+    def money_value(value: Any) -> float:
+        try:
+            got = money_of.get(value)
+        except TypeError:
+            return R._money(value)
+        if got is None:
+            got = money_of[value] = R._money(value)
+        return got
+
+    for worker, sku, quantity, deadline, l_price, s_price, f_value in rest:
+        obj["worker"].append("" if worker is None else worker)
+        obj["sku"].append(sku)
+        obj["quantity"].append(quantity)
+        obj["deadline_s"].append(deadline)
+        listed.append(money_value(l_price))
+        sale.append(money_value(s_price))
+        face.append(money_value(f_value))
+    num["listed_price"] = np.array(listed, dtype=np.float64)
+    num["sale_price"] = np.array(sale, dtype=np.float64)
+    num["face_value"] = np.array(face, dtype=np.float64)
+
+    accepted = con.sql("""SELECT o.idx, arg_min(e.t, e.seq) AS at,
+                                 arg_max({'v': e.k1}, e.seq).v AS soid
+                          FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
+                          WHERE e.type = 'order_accepted' AND e.seq > o.last_seq
+                          GROUP BY o.idx""").to_arrow_table()
+    rows = accepted["idx"].to_numpy()
+    num["accepted_at"][rows] = _floats(accepted["at"])
+    soid = obj["supplier_order_id"]
+    for row, value in zip(rows.tolist(), _decode(accepted["soid"]), strict=True):
+        soid[row] = value
+
+    final = con.sql("""SELECT o.idx, arg_max({'t': e.t, 'state': e.k1, 'rest': e.k2,
+                                              'seen': e.d}, e.seq) AS f
+                       FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
+                       WHERE e.type = 'order_final' AND e.seq > o.last_seq
+                       GROUP BY o.idx""").to_arrow_table()
+    rows = final["idx"].to_numpy()
+    f = final["f"].combine_chunks()
+    num["final_at"][rows] = _floats(f.field("t"))
+    num["seen"][rows] = _floats(f.field("seen"))
+    states = _decode(f.field("state"))
+    unit_price, amount = num["unit_price"], num["amount"]
+    for row, state, (last, amt, unit, delivered, reason, resolution) in zip(
+            rows.tolist(), states, _decode(f.field("rest")), strict=True):
+        obj["state"][row] = state
+        obj["last_state"][row] = last
+        amount[row] = money_value(amt)
+        unit_price[row] = money_value(unit)
+        obj["codes_delivered"][row] = delivered
+        obj["failure_reason"][row] = reason or ""
+        obj["resolution"][row] = resolution or ""
+
+    for event, known in rare:  # resumes move intended_at; money events in log order
+        kind = event["type"]
+        idx, last_seq = known["idx"], known["last_seq"]
+        after_plan = idx is not None and known["seq"] > last_seq
+        # placed anew on resume (absent), or never sent before it (resumed, no POST seen)
+        if after_plan and (kind == "order_absent" or (kind == "order_resumed"
+                           and event.get("posted_at") is None)):
+            num["intended_at"][idx] = event["intended_at"]
+        elif kind in R._Money.KINDS:
+            key = (event.get("supplier", ""), event.get("client_order_id", ""))
+            money.add(kind, event, key, known["mode"])
+
+    tried = con.sql("""SELECT o.idx, e.k2 AS method, e.k3 AS purpose, count(*) AS n
+                       FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
+                       WHERE e.type = 'order_attempt' GROUP BY ALL""").to_arrow_table()
+    counts = tuple(np.zeros(n, dtype=np.int64) for _ in range(4))
+    if tried.num_rows:
+        rows = tried["idx"].to_numpy()
+        times = tried["n"].to_numpy().astype(np.int64)
+        np.add.at(counts[0], rows, times)
+        column = np.array([_PURPOSE.get(purpose or method, 0) for method, purpose in zip(
+            _decode(tried["method"]), _decode(tried["purpose"]), strict=True)], dtype=np.int64)
+        for c in (1, 2, 3):
+            mine = column == c
+            np.add.at(counts[c], rows[mine], times[mine])
+
+    errors: dict[int, list[tuple[str, int, str]]] = {}
+    failed = con.sql("""SELECT o.idx, e.k1 AS kind, e.k2 AS status, e.k3 AS phase
+                        FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
+                        WHERE e.type = 'order_error' ORDER BY e.seq""").to_arrow_table()
+    for row, kind_, status, phase in zip(failed["idx"].to_pylist(), _decode(failed["kind"]),
+                                         _decode(failed["status"]), _decode(failed["phase"]),
+                                         strict=True):
+        errors.setdefault(row, []).append(("" if kind_ is None else str(kind_),
+                                           0 if status is None else int(status),
+                                           "" if phase is None else str(phase)))
+    return R._orders_frame(run_id, suppliers, client_ids, num, obj, counts, errors)
+
+
+_PURPOSE = R._PURPOSE_COLUMN
+
+
+def _codes(con: Any, run_id: str, money: R._Money) -> Any:
+    """The codes table, one row per code_checked in log order."""
+    table = con.sql("""SELECT e.nosup, e.nocid, e.ksup, e.kcid, e.k1, e.k2, e.k3, e.k4,
+                              o.p.mode AS omode, o.idx IS NOT NULL AS planned
+                       FROM ev e LEFT JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
+                       WHERE e.type = 'code_checked' ORDER BY e.seq""").to_arrow_table()
+    planned = table["planned"].to_pylist()
+    codes: dict[str, list[Any]] = {col: [] for col in R.CODES_COLUMNS}
+    # event.get(col): None where the field is missing, unless the order's key replaces it
+    codes["supplier"] = [None if missing and not p else k for missing, k, p in zip(
+        table["nosup"].to_pylist(), _decode(table["ksup"]), planned, strict=True)]
+    codes["client_order_id"] = [None if missing and not p else k for missing, k, p in zip(
+        table["nocid"].to_pylist(), _decode(table["kcid"]), planned, strict=True)]
+    codes["code_hash"] = _decode(table["k1"])
+    codes["serial_masked"] = _decode(table["k2"])
+    codes["expires_at"] = _decode(table["k3"])
+    names = ("mode", "sku", "claimed_face_value", "expected_face_value", "issuer_face_value",
+             "pattern_ok", "duplicate_of", "face_value_ok", "expiry_ok", "issuer_status",
+             "verdict")
+    packed = _decode(table["k4"])
+    for i, name in enumerate(names):
+        values = [row[i] for row in packed]
+        codes[name] = [R._money(v) for v in values] if name.endswith("face_value") \
+            else values
+    omodes = _decode(table["omode"])
+    codes["mode"] = [m if m else (om if p else "") for m, om, p in zip(
+        codes["mode"], omodes, planned, strict=True)]
+    return R._code_frame(run_id, codes, money)
+
+
+def _timeline(con: Any, run_id: str,
+              rare: list[tuple[dict[str, Any], dict[str, Any]]]) -> Any:
+    """The timeline table (per supplier per second of a burst)."""
+    builder = R._TimelineBuilder(run_id)
+    starts = [(event, known) for event, known in rare if event["type"] == "burst_started"]
+    if not starts:
+        return builder.frame()
+    event, known = starts[0]
+    builder.t0 = t0 = float(event["t0"])
+    builder.scheduled = event.get("scheduled_per_second") or {}
+    con.execute(f"""CREATE TEMP TABLE m AS
+        WITH bp AS (SELECT ksup, kcid, seq AS pseq, d AS intended FROM ev
+                    WHERE type = 'order_planned' AND k1 = '"burst"' AND seq > {known["seq"]}),
+             tev AS (SELECT * FROM ev WHERE seq > {known["seq"]} AND type IN (
+                    'order_attempt', 'order_accepted', 'order_observed', 'order_error',
+                    'schedule_slip', 'order_final'))
+        SELECT tev.*, bp.intended, floor(tev.t - {t0!r})::BIGINT AS sec,
+               floor(bp.intended - {t0!r})::BIGINT AS isec
+        FROM tev ASOF JOIN bp ON tev.ksup = bp.ksup AND tev.kcid = bp.kcid
+                             AND tev.seq >= bp.pseq""")
+    cells: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
+    supplier_of: dict[str, Any] = {}
+
+    def supplier(text: str) -> Any:
+        got = supplier_of.get(text)
+        if got is None:
+            got = supplier_of[text] = _loads(text)
+        return got
+
+    def add(sql: str, column: str) -> None:
+        for ksup, sec, n in con.sql(sql).fetchall():
+            cells[(supplier(ksup), sec)][column] += n
+
+    add("""SELECT ksup, sec, count(*) FROM m WHERE type = 'order_attempt'
+           AND k2 = '"POST"' AND (k1 IN ('1', 'true')
+               OR (json_type(k1::JSON) IN ('DOUBLE', 'UBIGINT', 'BIGINT') AND k1::DOUBLE = 1))
+           GROUP BY ALL""", "sent")
+    con.execute("""CREATE TEMP TABLE acc AS SELECT ksup, kcid, min(seq) AS aseq,
+                   arg_min(sec, seq) AS sec, arg_min(isec, seq) AS isec,
+                   arg_min((t - intended) * 1000, seq) AS ms
+                   FROM m WHERE type = 'order_accepted' GROUP BY ksup, kcid""")
+    add("SELECT ksup, sec, count(*) FROM acc GROUP BY ALL", "accepted")
+    latencies = con.sql("SELECT ksup, isec, list(ms) FROM acc GROUP BY ALL").fetchall()
+    for ksup, isec, values in latencies:
+        builder.acceptance[(supplier(ksup), isec)] = values
+    add("""SELECT ksup, arg_min(sec, seq), 1 FROM m WHERE type = 'order_observed'
+           AND k1 IN ('"success"', '"partial"', '"refunded"') GROUP BY ksup, kcid""",
+        "delivered")
+    for ksup, sec, kind, status, n in con.sql(
+            """SELECT ksup, sec, k1, k2, count(*) FROM m WHERE type = 'order_error'
+               GROUP BY ALL""").fetchall():
+        kind_, status_ = _loads(kind), _loads(status)
+        column = R._error_column(str("" if kind is None else kind_),
+                                 int(0 if status is None else status_))
+        cells[(supplier(ksup), sec)][column] += n
+    add("SELECT ksup, isec, count(*) FROM m WHERE type = 'schedule_slip' GROUP BY ALL",
+        "slipped")
+    add("""SELECT m.ksup, m.sec, count(*) FROM m JOIN acc ON m.ksup = acc.ksup
+           AND m.kcid = acc.kcid AND m.seq > acc.aseq
+           WHERE m.type = 'order_final' AND m.k1 IN ('"partial"', '"failed"')
+           GROUP BY ALL""", "partial_oversold")
+    builder.cells = cells
+    return builder.frame()
