@@ -169,10 +169,35 @@ FINISH_EVENTS = ("trial_finished", "burst_finished", "resume_finished")
 START_EVENTS = ("trial_started", "burst_started", "run_resumed")
 
 
+COMPLETE_STAMP = ".run_complete.json"
+"""Where :func:`run_complete` keeps its answer, beside the shards it read: valid while
+every ``events*.jsonl`` has the size, mtime and inode it had then (any write, new shard or
+removed shard makes it stale, and the log is read again)."""
+
+
+def _shards_signature(run_dir: Path) -> dict[str, list[int]]:
+    signature: dict[str, list[int]] = {}
+    for shard in sorted(run_dir.glob("events*.jsonl")):
+        stat = shard.stat()
+        signature[shard.name] = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+    return signature
+
+
 def run_complete(run_dir: Path) -> bool:
-    """True when the run's last start (or resume) was followed by its finish event. Reads
+    """True when the run's last start (or resume) was followed by its finish event.
+
+    The answer is kept in :data:`COMPLETE_STAMP` with the shards' sizes and mtimes, so
+    asking again about an unchanged log costs a few ``stat`` calls; otherwise it reads
     only the lines that mark a start or a finish (found by a byte search over large
-    blocks of each shard), so it is cheap on a big burst log."""
+    blocks of each shard) and stamps the answer (when the folder is writable)."""
+    signature = _shards_signature(run_dir)  # before reading: a write after it is seen next time
+    stamp = run_dir / COMPLETE_STAMP
+    try:
+        kept = json.loads(stamp.read_text())
+        if kept["shards"] == signature and isinstance(kept["complete"], bool):
+            return bool(kept["complete"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no stamp, torn or foreign: read the log
     marks: list[tuple[float, str]] = []
     wanted = [f'"type":"{kind}"'.encode() for kind in (*START_EVENTS, *FINISH_EVENTS)]
     for shard in run_dir.glob("events*.jsonl"):
@@ -182,7 +207,15 @@ def run_complete(run_dir: Path) -> bool:
             if kind in FINISH_EVENTS and (event.get("interrupted") or event.get("failed")):
                 kind = "interrupted"
             marks.append((float(event["t"]), kind))
-    return bool(marks) and max(marks)[1] in FINISH_EVENTS
+    complete = bool(marks) and max(marks)[1] in FINISH_EVENTS
+    if signature:
+        tmp = run_dir / f"{COMPLETE_STAMP}.{os.getpid()}.tmp"
+        try:
+            tmp.write_text(json.dumps({"complete": complete, "shards": signature}) + "\n")
+            tmp.replace(stamp)
+        except OSError:  # a read-only run folder: answer without keeping it
+            tmp.unlink(missing_ok=True)
+    return complete
 
 
 def _lines_with(path: Path, needles: list[bytes], block_bytes: int = 1 << 24

@@ -37,19 +37,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from harness.analysis import RunAnalysis, load_table, percent_interval
-from harness.check.history import Trend, load_trend
-from harness.check.metrics import KEY_METRICS
-from harness.check.summary import fmt
 from harness.events import parse_error_counts
 from harness.i18n import html_lang, text
 from harness.i18n.fonts import cjk_font, embedded_font_css, figure_fonts, figure_lang
@@ -70,6 +66,11 @@ from harness.wording import (
     settle_sentences,
     verdict_sentences,
 )
+
+if TYPE_CHECKING:  # imported where used: `trialbench rank` draws no figure, reads no history
+    from matplotlib.figure import Figure
+
+    from harness.check.history import Trend
 
 __all__ = [
     "TIER_COLOURS",
@@ -170,6 +171,13 @@ def _localised(draw: Callable[P, Figure]) -> Callable[P, Figure]:
     return wrapper
 
 
+def _new_figure(**kwargs: Any) -> Figure:
+    """A matplotlib Figure (no pyplot); matplotlib is imported on the first one."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def _colours(names: Sequence[str]) -> dict[str, str]:
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                "#7f7f7f", "#bcbd22", "#17becf"]
@@ -189,7 +197,7 @@ def figure_delivery_ecdf(orders: pd.DataFrame, deadlines_s: Iterable[float],
     trial = orders[(orders["mode"] == "trial") & (orders["state"] != "skipped")]
     order = list(suppliers) if suppliers is not None else sorted(trial["supplier"].unique())
     colours = _colours(order)
-    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    fig = _new_figure(figsize=(8, 4.2), layout="constrained")
     ax = fig.add_subplot()
     top = 1.0
     for name in order:
@@ -232,7 +240,7 @@ def figure_rates(metrics: pd.DataFrame, suppliers: Sequence[str],
     """
     lang = figure_lang(lang)
     table = metrics.set_index("supplier", drop=False) if "supplier" in metrics else metrics
-    fig = Figure(figsize=(10, 1.2 + 0.45 * len(suppliers) * 2), layout="constrained")
+    fig = _new_figure(figsize=(10, 1.2 + 0.45 * len(suppliers) * 2), layout="constrained")
     axes = fig.subplots(2, 2, sharey=True)
     y = np.arange(len(suppliers))[::-1]
     for ax, rate in zip(axes.flat, _RATE_PANELS, strict=True):
@@ -268,7 +276,7 @@ def figure_scores(ranking: Ranking, config: RankingConfig, *, lang: str = "en",
     """Score median and 95% interval per supplier, filled by tier, with the tier lines."""
     lang = figure_lang(lang)
     table = ranking.table
-    fig = Figure(figsize=(8, 0.9 + 0.5 * len(table)), layout="constrained")
+    fig = _new_figure(figsize=(8, 0.9 + 0.5 * len(table)), layout="constrained")
     ax = fig.add_subplot()
     y = np.arange(len(table))[::-1]
     for yi, row in zip(y, table.itertuples(), strict=True):
@@ -351,7 +359,7 @@ def _draw_burst_timeline(data: pd.DataFrame, error_key: str, *, lang: str = "en"
     data = data.astype({"second": int})
     order = sorted(str(n) for n in data["supplier"].unique())
     colours = _colours(order)
-    fig = Figure(figsize=(9, 7.5), layout="constrained")
+    fig = _new_figure(figsize=(9, 7.5), layout="constrained")
     ax_rate, ax_p95, ax_err = fig.subplots(3, 1, sharex=True)
     seconds_axis = np.arange(0, int(data["second"].max()) + 1)
     totals = data.groupby("second")[["scheduled", "accepted"]].sum().reindex(
@@ -398,7 +406,7 @@ def figure_cost_quality(metrics: pd.DataFrame, ranking: Ranking, *, lang: str = 
     table = metrics.set_index("supplier", drop=False) if "supplier" in metrics else metrics
     quality = quality_scores(ranking)
     tiers = ranking.table.set_index("supplier")["tier"]
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    fig = _new_figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for name in ranking.table["supplier"]:
         cost = float(table.loc[name, "cost_rate"])
@@ -622,6 +630,9 @@ def _trend_context(trend: Trend | None, folder: str, lang: str,
     metrics any run measured) and the change points found; None without a history."""
     if trend is None or trend.table.empty:
         return None
+    from harness.check.metrics import KEY_METRICS
+    from harness.check.summary import fmt
+
     table = trend.table
     shown = [m for m in KEY_METRICS if table[m].notna().any()]
     suppliers = []
@@ -672,6 +683,8 @@ def write_report(analysis: RunAnalysis, out_dir: Path | None = None, lang: str =
     folder = out_dir if out_dir is not None else analysis.run_dirs[0]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "report.html"
+    from harness.check.history import load_trend
+
     trend = load_trend(history) if history is not None else None
     path.write_text(render_html(analysis, lang=lang, trend=trend,
                                 trend_folder=str(history or "")), encoding="utf-8")
