@@ -18,8 +18,10 @@ Parts (each also runnable alone, see bench/README.md):
 - burst: ``bench/burst_memory.py`` (trialbench burst against plain Locust, same rate,
   same simulator, one after the other): RSS growth per order and CPU per order;
 - latency: ``bench/latency_50ms.py`` (a fixed 50 ms endpoint: bare keep-alive client,
-  trial, burst) and ``bench/latency_parity.py`` (a split-write server without
-  TCP_NODELAY, as Python's http.server, against one that writes once).
+  trial, burst), ``bench/stall_bench.py`` (a supplier frozen for 2 s mid-burst: trialbench's
+  p99 against the true latency from the intended start, plain Locust beside it) and
+  ``bench/latency_parity.py`` (a split-write server without TCP_NODELAY, as Python's
+  http.server, against one that writes once).
 """
 
 from __future__ import annotations
@@ -231,6 +233,33 @@ def bench_burst(table: Table, smoke: bool) -> None:
                   + _verdict(plain / tb >= 0.8))
 
 
+def bench_stall(table: Table, smoke: bool) -> None:
+    """``bench/stall_bench.py``: a 2 s stall mid-burst, trialbench against the true latency
+    from the intended start, plain Locust beside it."""
+    done = _timed([PY, str(HERE / "stall_bench.py"), *(["--smoke"] if smoke else [])],
+                  timeout=300)
+    rows = {r["part"]: r for r in _json_lines(done["out"]) if "part" in r}
+    burst = rows.get("trialbench")
+    if burst is None:
+        table.add("stall mid-burst", f"FAILED: {done['err'][-200:]}")
+        return
+    stall = f"{burst['stall_s']:.0f} s stall"
+    table.add(f"{stall}, trialbench p99 vs true (supplier clock) / modelled reference",
+              f"{burst['p99_ms']:.0f} vs {burst['truth_p99_ms']:.0f} / "
+              f"{burst['ref_p99_ms']:.0f} ms", "within 5 %",
+              f"{burst['p99_error_vs_truth']:+.1%} / {burst['p99_error']:+.1%} "
+              + _verdict(abs(burst["p99_error_vs_truth"]) <= 0.05))
+    table.add(f"{stall}, trialbench orders started late (stall_cover_s = the stall)",
+              f"{burst['slips']} of {burst['orders']}", "0", _verdict(burst["slips"] == 0))
+    plain = rows.get("plain Locust")
+    if plain is not None:
+        table.add(f"{stall}, plain Locust ({plain['users']} users) p95 / p99 vs reference",
+                  f"{plain['p95_ms']:.0f} / {plain['p99_ms']:.0f} vs {plain['ref_p95_ms']:.0f}"
+                  f" / {plain['ref_p99_ms']:.0f} ms; sent {plain['requests']} of "
+                  f"{plain['scheduled']}", "",
+                  f"{plain['ref_over_p95']:.0f}× / {plain['ref_over_p99']:.0f}× too low")
+
+
 def bench_latency(table: Table, smoke: bool) -> None:
     if not smoke:
         done = _timed([PY, str(HERE / "latency_50ms.py")], timeout=600)
@@ -247,6 +276,7 @@ def bench_latency(table: Table, smoke: bool) -> None:
                 table.add(f"50 ms endpoint, {client} − bare client, p50 / p99",
                           f"{d50:+.2f} / {d99:+.2f} ms", "within 2 ms",
                           _verdict(abs(d50) <= 2 and abs(d99) <= 2))
+    bench_stall(table, smoke)
     n = "10" if smoke else "100"
     done = _timed([PY, str(HERE / "latency_parity.py"), "--n", n, "--clients",
                    "bare,httpx,fast1", "--acks", "quick", "--spacings", "100"], timeout=600)

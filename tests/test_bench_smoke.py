@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 BENCH = ROOT / "bench"
 
@@ -40,3 +42,18 @@ def test_split_write_latency_benchmark_runs() -> None:
     for row in rows:
         assert "error" not in row, row
         assert 45 <= row["p50_ms"] <= 90, row
+
+
+@pytest.mark.serial  # a burst whose latencies are compared: run alone
+def test_stall_benchmark_runs_without_slips_or_omission() -> None:
+    """A burst through a supplier frozen for 1 s (the scenario's stall_cover_s) sends every
+    order on time (no schedule_slip) and its p99 from the intended start is the true one."""
+    done = subprocess.run([sys.executable, str(BENCH / "stall_bench.py"), "--smoke"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {row["part"]: row for row in map(json.loads, done.stdout.splitlines())}
+    burst = rows["trialbench"]
+    assert burst["orders"] == burst["accepted"] == 60, burst
+    assert burst["slips"] == 0, burst
+    assert burst["ref_p99_ms"] > 900  # the stall is in the reference's tail
+    assert -0.02 <= burst["p99_error_vs_truth"] <= 0.10, burst
