@@ -112,7 +112,7 @@ def _cost_draws(rng: np.random.Generator, sold: pd.DataFrame, fee: Mapping[str, 
              + fee.get("platform_pct", 0.0) / 100 * revenue
              + fee.get("fixed_per_order", 0.0) + hidden)
     m = len(revenue)
-    pairs, counts = np.unique(np.column_stack([revenue, spend]), axis=0, return_counts=True)
+    pairs, counts = _distinct_pairs(revenue, spend)
     if len(pairs) * 4 <= m:
         picks = rng.multinomial(m, counts / m, size).astype(float)
         rev = picks @ pairs[:, 0]
@@ -129,6 +129,24 @@ def _cost_draws(rng: np.random.Generator, sold: pd.DataFrame, fee: Mapping[str, 
     return out
 
 
+def _distinct_pairs(x: FloatArray, y: FloatArray) -> tuple[FloatArray, np.ndarray[
+        tuple[int, ...], np.dtype[np.int64]]]:
+    """``np.unique(np.column_stack([x, y]), axis=0, return_counts=True)``: the distinct
+    (x, y) rows in lexicographic order and how often each occurs. Sorted as complex
+    numbers (x + yi: numpy orders them by real, then imaginary part), one 1-D sort, ~10x
+    faster than the row sort; the same answer wherever equal values are equal bits, so
+    a NaN or a negative zero goes the row way."""
+    both = np.concatenate([x, y])
+    if np.isnan(both).any() or (np.signbit(both) & (both == 0)).any():
+        rows, counts = np.unique(np.column_stack([x, y]), axis=0, return_counts=True)
+        return rows, counts
+    z = np.empty(len(x), dtype=np.complex128)
+    z.real, z.imag = x, y
+    distinct, counts = np.unique(z, return_counts=True)
+    rows = np.column_stack([distinct.real, distinct.imag])
+    return rows, counts
+
+
 def _p95_of_block_draws(values: list[FloatArray], picks: np.ndarray[tuple[int, ...],
                         np.dtype[np.int64]]) -> FloatArray:
     """``np.percentile(concatenate(values[i] for i in row), 95)`` for every row of
@@ -137,7 +155,7 @@ def _p95_of_block_draws(values: list[FloatArray], picks: np.ndarray[tuple[int, .
     Every value is sorted once; a draw is the count of times it picked each block, and its
     p95 (linear interpolation between the two closest ranks, as ``np.percentile``) is
     found by bisecting the sorted values on the draw's weighted count of values at or
-    below each one (``below[b, j]``: values of block ``b`` among the ``j + 1`` smallest).
+    below each one (``below[j, b]``: values of block ``b`` among the ``j + 1`` smallest).
     Cost: draws x blocks x log(values), not draws x values."""
     size, n_blocks = picks.shape
     sizes = np.array([len(v) for v in values])
@@ -153,17 +171,19 @@ def _p95_of_block_draws(values: list[FloatArray], picks: np.ndarray[tuple[int, .
     frac = h - low
     n = len(ranked)
     chunk = max(1, _BOOTSTRAP_CELLS // max(1, n))
-    below = np.empty((n_blocks, n), dtype=np.int32)
+    by_block = np.empty((n_blocks, n), dtype=np.int32)
     for start in range(0, n_blocks, chunk):
         stop = min(n_blocks, start + chunk)
-        below[start:stop] = np.cumsum(owner[None, :] == np.arange(start, stop)[:, None],
-                                      axis=1, dtype=np.int32)
+        by_block[start:stop] = np.cumsum(owner[None, :] == np.arange(start, stop)[:, None],
+                                         axis=1, dtype=np.int32)
+    below = np.ascontiguousarray(by_block.T)  # below[j]: one contiguous row per draw's j
+    del by_block
 
     def value_at(rank: np.ndarray[tuple[int, ...], np.dtype[np.int64]]) -> FloatArray:
         lo, hi = np.zeros(size, dtype=np.int64), np.full(size, n - 1, dtype=np.int64)
         while (lo < hi).any():  # smallest j whose weighted count reaches rank + 1
             mid = (lo + hi) // 2
-            reached = np.einsum("db,bd->d", counts, below[:, mid]) >= rank + 1
+            reached = np.einsum("db,db->d", counts, below[mid]) >= rank + 1
             hi = np.where(reached, mid, hi)
             lo = np.where(reached, lo, mid + 1)
         found: FloatArray = ranked[lo]

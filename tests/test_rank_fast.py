@@ -93,3 +93,19 @@ def test_intervals_equal_scipy_stats() -> None:
 
     assert list(wilson["sla_share_lo"]) == [wilson_interval(3, 10, z)[0],
                                             wilson_interval(50, 60, z)[0]]
+
+
+def test_distinct_pairs_equal_row_unique() -> None:
+    """The cost bootstrap's distinct (revenue, spend) pairs and counts are np.unique's
+    over rows, with repeats, infinities, and (by its fallback) NaN and negative zero."""
+    from harness.ranking import _distinct_pairs
+
+    rng = np.random.default_rng(7)
+    x = rng.choice([0.0, 10.5, 21.0, 31.5, np.inf], 5000)
+    y = x * 1.02 + rng.choice([0.1, 0.2, 3.0], 5000)
+    for a, b in ((x, y), (y, x), (np.append(x, np.nan), np.append(y, 1.0)),
+                 (np.append(x, -0.0), np.append(y, 0.0)), (x[:0], y[:0])):
+        rows, counts = _distinct_pairs(a, b)
+        want_rows, want_counts = np.unique(np.column_stack([a, b]), axis=0, return_counts=True)
+        assert np.array_equal(rows, want_rows, equal_nan=True)
+        assert np.array_equal(counts, want_counts)
