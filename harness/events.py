@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
@@ -175,7 +175,9 @@ every ``events*.jsonl`` has the size, mtime and inode it had then (any write, ne
 removed shard makes it stale, and the log is read again)."""
 
 
-def _shards_signature(run_dir: Path) -> dict[str, list[int]]:
+def shards_signature(run_dir: Path) -> dict[str, list[int]]:
+    """Size, mtime (ns) and inode of each shard of the run, by name: take it *before*
+    reading the log, so that a write during the read makes a kept answer stale."""
     signature: dict[str, list[int]] = {}
     for shard in sorted(run_dir.glob("events*.jsonl")):
         stat = shard.stat()
@@ -183,38 +185,55 @@ def _shards_signature(run_dir: Path) -> dict[str, list[int]]:
     return signature
 
 
+def completion(events: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether the last of these start (:data:`START_EVENTS`) and finish
+    (:data:`FINISH_EVENTS`) events is a finish that says neither ``interrupted`` nor
+    ``failed``; other events are ignored."""
+    marks: list[tuple[float, str]] = []
+    for event in events:
+        kind = event["type"]
+        if kind not in START_EVENTS and kind not in FINISH_EVENTS:
+            continue
+        if kind in FINISH_EVENTS and (event.get("interrupted") or event.get("failed")):
+            kind = "interrupted"
+        marks.append((float(event["t"]), kind))
+    return bool(marks) and max(marks)[1] in FINISH_EVENTS
+
+
+def keep_completion(run_dir: Path, signature: dict[str, list[int]], complete: bool) -> None:
+    """Keep ``complete`` for the log of ``signature`` (:func:`shards_signature`, taken
+    before the log was read) in :data:`COMPLETE_STAMP`, for :func:`run_complete`. A builder
+    that reads the whole log anyway can call it, so the first analysis need not read it
+    again. Nothing is kept for a folder without shards or one that is not writable."""
+    if not signature:
+        return
+    tmp = run_dir / f"{COMPLETE_STAMP}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps({"complete": complete, "shards": signature}) + "\n")
+        tmp.replace(run_dir / COMPLETE_STAMP)
+    except OSError:  # a read-only run folder: answer without keeping it
+        tmp.unlink(missing_ok=True)
+
+
 def run_complete(run_dir: Path) -> bool:
-    """True when the run's last start (or resume) was followed by its finish event.
+    """True when the run's last start (or resume) was followed by its finish event
+    (:func:`completion`).
 
     The answer is kept in :data:`COMPLETE_STAMP` with the shards' sizes and mtimes, so
     asking again about an unchanged log costs a few ``stat`` calls; otherwise it reads
     only the lines that mark a start or a finish (found by a byte search over large
-    blocks of each shard) and stamps the answer (when the folder is writable)."""
-    signature = _shards_signature(run_dir)  # before reading: a write after it is seen next time
-    stamp = run_dir / COMPLETE_STAMP
+    blocks of each shard) and keeps the answer (:func:`keep_completion`)."""
+    signature = shards_signature(run_dir)  # before reading: a write after it is seen next time
     try:
-        kept = json.loads(stamp.read_text())
+        kept = json.loads((run_dir / COMPLETE_STAMP).read_text())
         if kept["shards"] == signature and isinstance(kept["complete"], bool):
             return bool(kept["complete"])
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no stamp, torn or foreign: read the log
-    marks: list[tuple[float, str]] = []
     wanted = [f'"type":"{kind}"'.encode() for kind in (*START_EVENTS, *FINISH_EVENTS)]
-    for shard in run_dir.glob("events*.jsonl"):
-        for line in _lines_with(shard, wanted):
-            event = _parse(line)
-            kind = event["type"]
-            if kind in FINISH_EVENTS and (event.get("interrupted") or event.get("failed")):
-                kind = "interrupted"
-            marks.append((float(event["t"]), kind))
-    complete = bool(marks) and max(marks)[1] in FINISH_EVENTS
-    if signature:
-        tmp = run_dir / f"{COMPLETE_STAMP}.{os.getpid()}.tmp"
-        try:
-            tmp.write_text(json.dumps({"complete": complete, "shards": signature}) + "\n")
-            tmp.replace(stamp)
-        except OSError:  # a read-only run folder: answer without keeping it
-            tmp.unlink(missing_ok=True)
+    complete = completion(_parse(line) for shard in run_dir.glob("events*.jsonl")
+                          for line in _lines_with(shard, wanted))
+    keep_completion(run_dir, signature, complete)
     return complete
 
 
