@@ -37,10 +37,43 @@ def _default(value: object) -> object:
     raise TypeError(f"cannot write {type(value).__name__} to the event log")
 
 
+_ORJSON_OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+                   | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_APPEND_NEWLINE)
+"""As ``json.dumps`` would write them: datetimes and dataclasses go through ``_default``
+(``isoformat()``, or refused), int/bool/None keys become text."""
+
+
+def _finite(value: object) -> bool:
+    """No NaN or infinity anywhere in ``value`` (orjson would write them as null)."""
+    if isinstance(value, float):
+        return value - value == 0.0
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def event_line(type_: str, fields: dict[str, Any]) -> bytes:
+    """One event as its log line in UTF-8, newline included, stamped with the time now.
+
+    Written with orjson (about 4x faster than ``json.dumps`` here; a burst writes some ten
+    events per order). What orjson cannot write as ``json.dumps`` does (NaN and infinity,
+    ints beyond 64 bits, lone surrogates) goes through ``json.dumps``, and anything neither
+    can write raises ``TypeError`` as before. Non-ASCII text is written as UTF-8, not as
+    ``\\u`` escapes: the same JSON to any reader."""
+    event = {"t": time.time(), "type": type_, **fields}
+    if _finite(fields):
+        try:
+            return orjson.dumps(event, default=_default, option=_ORJSON_OPTIONS)
+        except TypeError:
+            pass  # e.g. an int beyond 64 bits: json.dumps writes it, or raises as it always did
+    return (json.dumps(event, default=_default, separators=(",", ":")) + "\n").encode()
+
+
 def format_event(type_: str, fields: dict[str, Any]) -> str:
     """One event as its log line (no newline), stamped with the time now."""
-    return json.dumps({"t": time.time(), "type": type_, **fields}, default=_default,
-                      separators=(",", ":"))
+    return event_line(type_, fields)[:-1].decode()
 
 
 def accepted_fields(order: Order, status: int, via: str) -> dict[str, Any]:

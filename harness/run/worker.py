@@ -64,7 +64,7 @@ from locust.env import Environment
 from harness.codes import DuplicateIndex, load_code_key
 from harness.drivers.base import Credentials
 from harness.drivers.reference import ReferenceIssuer, build_driver
-from harness.events import format_event
+from harness.events import event_line
 from harness.run.async_transport import MAX_BODY_BYTES
 from harness.run.budget import Budget, Budgets, RetryBudget, fair_share
 from harness.run.callbacks import GeventCallbackReceiver, RawCallback, acknowledged
@@ -114,7 +114,7 @@ class ShardLog:
         self.path: Path | None = None
         self._fd: int | None = None
         self._forward = False
-        self._waiting: list[str] = []
+        self._waiting: list[bytes] = []
         self._lines: list[str] = []
 
     def open(self, path: Path, *, forward: bool) -> None:
@@ -127,19 +127,19 @@ class ShardLog:
             self._append(line)
 
     def write(self, type_: str, /, **fields: Any) -> None:
-        line = format_event(type_, fields)
+        line = event_line(type_, fields)
         if self._fd is None:
             self._waiting.append(line)
         else:
             self._append(line)
 
-    def _append(self, line: str) -> None:
+    def _append(self, line: bytes) -> None:
         assert self._fd is not None
-        data = (line + "\n").encode()
+        data = memoryview(line)
         while data:  # a regular file takes it in one write; loop in case it does not
             data = data[os.write(self._fd, data):]
         if self._forward:
-            self._lines.append(line)
+            self._lines.append(line[:-1].decode())
 
     def take(self) -> list[str]:
         """Lines not yet sent to the master (only a forwarding shard keeps any)."""
