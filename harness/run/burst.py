@@ -481,7 +481,8 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
             "scenario_name": scenario_path.name, "order_prefix": prefix,
             "run_id": folder.path.name, "count": expected,
             "run_dir": str(folder.path.resolve()),
-            "results_root": str(results_root.resolve()), "callback_url": callback_url}
+            "results_root": str(results_root.resolve()), "callback_url": callback_url,
+            "locust_stats": web_ui is not None}  # Locust's own statistics only for its web UI
         load_code_key(results_root)  # made once here, before workers race to make it
         balances = BalanceReader(scenario, plan, folder, schedule)
         balances.read("before")

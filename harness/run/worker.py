@@ -267,6 +267,7 @@ class BurstWorker:
         self.scenario: Scenario | None = None
         self.budget: Budget | Budgets = Budget(Decimal(0))
         self.session: FastHttpSession | None = None
+        self.request_event: Any = environment.events.request
         self.receiver: GeventCallbackReceiver | None = None
         self._loops: list[gevent.Greenlet] = []
 
@@ -311,8 +312,12 @@ class BurstWorker:
         OrderUser.network_timeout = plan.request_timeout_s
         OrderUser.connection_timeout = plan.request_timeout_s
         OrderUser.max_body_bytes = plan.max_body_bytes
+        # Locust's own request statistics only where its web UI shows them (trialbench
+        # keeps its own: the event log, tb_stats); off, the requests skip Locust's stats.
+        self.request_event = self.environment.events.request \
+            if data.get("locust_stats", True) else NO_REQUEST_EVENTS
         self.session = harden(quick_ack(FastHttpSession(
-            base_url=None, request_event=self.environment.events.request, user=None,
+            base_url=None, request_event=self.request_event, user=None,
             network_timeout=plan.request_timeout_s, connection_timeout=plan.request_timeout_s,
             max_retries=0, concurrency=FOLLOW_POOL_CONNECTIONS)),
             max_body_bytes=plan.max_body_bytes)
@@ -592,6 +597,16 @@ class BurstWorker:
         self.log.close()
 
 
+class _NoRequestEvents:
+    """Locust's ``events.request`` for a worker whose requests skip Locust's statistics."""
+
+    def fire(self, **_: Any) -> None:
+        """Nobody listens."""
+
+
+NO_REQUEST_EVENTS = _NoRequestEvents()
+
+
 def _nothing() -> None:
     """A finished order's ``wake``: late callbacks have nobody to wake."""
 
@@ -638,6 +653,7 @@ class OrderUser(FastHttpUser):
         worker: BurstWorker | None = getattr(self.environment, "trialbench_worker", None)
         if worker is None or not worker.ready.wait(0.5):
             return
+        self.client.request_event = worker.request_event  # Locust's stats, or none
         if self.supplier is None:
             self.supplier = worker.assign_slot()
             if self.supplier is None:
