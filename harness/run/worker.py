@@ -68,6 +68,7 @@ from harness.events import event_line
 from harness.run.async_transport import MAX_BODY_BYTES
 from harness.run.budget import Budget, Budgets, RetryBudget, fair_share
 from harness.run.callbacks import GeventCallbackReceiver, RawCallback, acknowledged
+from harness.run.duplicates import CompactDuplicateIndex
 from harness.run.gevent_transport import drive, harden, quick_ack, send_request
 from harness.run.lifecycle import OrderLife, Rules, Send, SupplierSide, callback_supplier
 from harness.run.schedule import Arrival, build_schedule
@@ -301,7 +302,8 @@ class BurstWorker:
         root = Path(data["results_root"]) if data.get("results_root") else None
         code_key = load_code_key(root) if root is not None and root.is_dir() else \
             os.environ.get("TRIALBENCH_CODE_KEY", "").encode() or os.urandom(32)
-        duplicates = DuplicateIndex(earlier_code_hashes(root) if root is not None else ())
+        duplicates = CompactDuplicateIndex(earlier_code_hashes(root) if root is not None
+                                           else ())
         sides = supplier_sides(scenario, plan, log=self.log, budget=self.budget,
                                worker=self.id, code_key=code_key, duplicates=duplicates)
         for config in scenario.suppliers:
