@@ -1,4 +1,5 @@
-"""The trial executor's I/O: httpx's async client, and the loop that drives a lifecycle.
+"""The trial executor's I/O: httpx's async connection pool (httpcore), and the loop that
+drives a lifecycle.
 
 :class:`AsyncTransport` never raises for what a supplier does: a timeout or a refused
 connection comes back as an :class:`HttpResponse` with status 0 and ``transport_error``
