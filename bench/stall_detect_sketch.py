@@ -1,4 +1,15 @@
-"""Sketch: does a supplier show the delayed-ACK stall pattern? (to move into the package)
+"""Sketch: does a supplier show the delayed-ACK stall pattern? (kept in bench/, see below)
+
+Issue 13 decided to leave this in ``bench/`` (``bench/latency_parity.py`` uses it) rather
+than move it into the package now. Flagging a supplier in the report needs more than
+this function: probe requests in delayed-ACK mode from both transports (a socket option
+set after each send, in httpcore's stream and in geventhttpclient's socket wrapper),
+headers-vs-body timings per response from both, kept out of the latency figures, then a
+finding kind carried through the analysis, the report and both language catalogues. And
+it is untested where it matters: Linux only (no ``TCP_QUICKACK`` elsewhere), and never run
+against a remote server, where a split write costs one round trip on the body even with
+quick ACKs. Meanwhile both transports ACK at once, so trials and bursts both report the
+supplier's own time for such a server (``bench/LATENCY_PARITY.md``).
 
 The pattern: the supplier's server writes status+headers and body in two ``send()`` calls
 without ``TCP_NODELAY``. Nagle's algorithm then holds the body until the client
