@@ -553,8 +553,11 @@ def _code_frame(run_id: str, codes: dict[str, list[Any]], money: _Money) -> pd.D
     codes["run_id"] = [run_id] * n_codes
     codes["expires_at"] = _expiries(codes["expires_at"])
     codes["duplicate_of"] = [v or "" for v in codes["duplicate_of"]]
-    codes["redeemed_sample"] = [h in redeemed for h in codes["code_hash"]]
-    codes["redeem_status"] = [redeemed.get(h, "") for h in codes["code_hash"]]
+    if redeemed:
+        codes["redeemed_sample"] = [h in redeemed for h in codes["code_hash"]]
+        codes["redeem_status"] = [redeemed.get(h, "") for h in codes["code_hash"]]
+    else:
+        codes["redeemed_sample"], codes["redeem_status"] = [False] * n_codes, [""] * n_codes
     return _typed(pd.DataFrame(codes, columns=list(CODES_COLUMNS))) if n_codes \
         else _frame([], CODES_COLUMNS)
 

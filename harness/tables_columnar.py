@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from harness.events import _lines_with, _parse
 
 MEMORY_LIMIT = "512MB"
 """DuckDB's memory budget for the fold; beyond it, it spills to a temporary folder."""
+PARALLEL_SCAN = True
+"""Read the shards side by side (one thread each) before merging them."""
 
 _BULK = ("order_planned", "order_attempt", "order_accepted", "order_observed", "order_error",
          "order_final", "schedule_slip", "code_checked")
@@ -138,10 +142,28 @@ def _build(con: Any, run_dir: Path, shards: list[Path],
                    {_PACKED}
                    FROM read_json({_text(shard)}, format='newline_delimited',
                                   columns={columns!r}, maximum_object_size=16777216))
-             WHERE type IN ({wanted})""" for i, shard in enumerate(shards)]
+             WHERE type IN ({wanted}) AND (type <> 'order_observed' OR k1 IN
+                   ('"success"', '"partial"', '"refunded"'))"""  # the timeline's only use
+             for i, shard in enumerate(shards)]
+    # a shard's line numbers need a single-threaded scan of it: the shards are read side by
+    # side, one thread each, into tables of the shared in-memory database
+    def read(i: int) -> None:
+        cursor = con.cursor()
+        try:
+            cursor.execute(f"CREATE TABLE shard{i} AS {scans[i]}")
+        finally:
+            cursor.close()
+
+    if PARALLEL_SCAN:
+        with ThreadPoolExecutor(max_workers=min(len(scans), os.cpu_count() or 1)) as pool:
+            list(pool.map(read, range(len(scans))))
+        union = " UNION ALL ".join(f"SELECT * FROM shard{i}" for i in range(len(scans)))
+    else:
+        union = " UNION ALL ".join(scans)
     con.execute(f"""CREATE TEMP TABLE ev AS
-        SELECT *, row_number() OVER (ORDER BY t, shard, rn) AS seq
-        FROM ({' UNION ALL '.join(scans)})""")
+        SELECT *, row_number() OVER (ORDER BY t, shard, rn) AS seq FROM ({union})""")
+    for i in range(len(scans) if PARALLEL_SCAN else 0):
+        con.execute(f"DROP TABLE shard{i}")
     bad_t, starts = con.sql("""SELECT count(*) FILTER (WHERE t IS NULL OR isnan(t)),
         count(*) FILTER (WHERE type = 'burst_started') FROM ev""").fetchall()[0]
     if bad_t:
@@ -198,80 +220,95 @@ def _rare_events(con: Any, shards: list[Path]) -> list[tuple[dict[str, Any], dic
     return out
 
 
+def _strings(column: Any) -> Any:
+    """A column of JSON texts as a pandas ``str`` array straight from Arrow, when every text
+    is a plain JSON string (no escapes) or NULL and at least one is a string (what pandas
+    makes of such a list of str and None); else None."""
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    if hasattr(column, "combine_chunks"):
+        column = column.combine_chunks()
+    valid = len(column) - column.null_count
+    if not valid or pc.sum(pc.match_substring_regex(column, r'^"[^"\\]*"$')).as_py() != valid:
+        return None
+    return pd.array(pc.utf8_slice_codeunits(column, 1, -1), dtype="str")
+
+
+def _texts(column: Any) -> Any:
+    """:func:`_strings`, or the decoded list where the column is not plain strings."""
+    plain = _strings(column)
+    return _decode(column) if plain is None else plain
+
+
+def _derived(column: Any, derive: Any, default: tuple[Any, ...]) -> list[list[Any]]:
+    """Per row, ``derive(value)`` (a tuple) of the row's JSON text, or ``default`` where the
+    text is NULL; computed once per distinct text; returned as one list per tuple field."""
+    import pyarrow.compute as pc
+
+    if hasattr(column, "combine_chunks"):
+        column = column.combine_chunks()
+    encoded = pc.dictionary_encode(column)
+    rows = [derive(_loads(text)) for text in encoded.dictionary.to_pylist()] + [default]
+    indices = encoded.indices.fill_null(len(rows) - 1).to_numpy(zero_copy_only=False)
+    out = []
+    for i in range(len(default)):
+        values = np.empty(len(rows), dtype=object)
+        for j, row in enumerate(rows):
+            values[j] = row[i]
+        out.append(values[indices].tolist())
+    return out
+
+
+def _plan_fields(value: Any) -> tuple[Any, ...]:
+    worker, sku, quantity, deadline, listed, sale, face = value
+    return ("" if worker is None else worker, sku, quantity, deadline, R._money(listed),
+            R._money(sale), R._money(face))
+
+
+def _final_fields(value: Any) -> tuple[Any, ...]:
+    last, amount, unit, delivered, reason, resolution = value
+    return (last, R._money(amount), R._money(unit), delivered, reason or "", resolution or "")
+
+
 def _orders(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, Any]]],
             money: R._Money) -> Any:
     """The orders table; feeds ``money`` the rare money events."""
-    base = con.sql("""SELECT ksup, kcid, p.mode AS mode, p.rest AS rest, p.intended AS intended
-                      FROM o ORDER BY idx""").to_arrow_table()
+    base = con.sql("""
+        WITH acc AS (SELECT o.idx, arg_min(e.t, e.seq) AS at,
+                            arg_max({'v': e.k1}, e.seq).v AS soid
+                     FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
+                     WHERE e.type = 'order_accepted' AND e.seq > o.last_seq GROUP BY o.idx),
+             fin AS (SELECT o.idx, arg_max({'t': e.t, 'state': e.k1, 'rest': e.k2,
+                                           'seen': e.d}, e.seq) AS f
+                     FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
+                     WHERE e.type = 'order_final' AND e.seq > o.last_seq GROUP BY o.idx)
+        SELECT o.ksup, o.kcid, o.p.mode AS mode, o.p.rest AS rest, o.p.intended AS intended,
+               acc.at AS accepted_at,
+               CASE WHEN acc.idx IS NULL THEN '""' ELSE acc.soid END AS soid,
+               fin.f.t AS final_at, fin.f.seen AS seen,
+               CASE WHEN fin.idx IS NULL THEN '"unknown"' ELSE fin.f.state END AS state,
+               fin.f.rest AS frest
+        FROM o LEFT JOIN acc ON o.idx = acc.idx LEFT JOIN fin ON o.idx = fin.idx
+        ORDER BY o.idx""").to_arrow_table()
     n = base.num_rows
-    suppliers = _decode(base["ksup"])
-    client_ids = _decode(base["kcid"])
-    modes = _decode(base["mode"])
-    rest = _decode(base["rest"])
-    nan = np.full(n, np.nan)
+    worker, sku, quantity, deadline, listed, sale, face = _derived(
+        base["rest"], _plan_fields, (None,) * 7)
+    last, amount, unit, delivered, reason, resolution = _derived(
+        base["frest"], _final_fields, ("unknown", 0.0, np.nan, 0, "", ""))
     num: dict[str, np.ndarray[Any, Any]] = {
-        "intended_at": _floats(base["intended"]), "accepted_at": nan.copy(),
-        "final_at": nan.copy(), "seen": nan.copy(), "unit_price": nan.copy(),
-        "amount": np.zeros(n)}
-    obj: dict[str, list[Any]] = {
-        "mode": modes, "worker": [], "sku": [], "quantity": [], "deadline_s": [],
-        "state": ["unknown"] * n, "last_state": ["unknown"] * n, "codes_delivered": [0] * n,
-        "failure_reason": [""] * n, "resolution": [""] * n, "supplier_order_id": [""] * n}
-    listed, sale, face = [], [], []
-    money_of: dict[Any, float] = {}
-
-    def money_value(value: Any) -> float:
-        try:
-            got = money_of.get(value)
-        except TypeError:
-            return R._money(value)
-        if got is None:
-            got = money_of[value] = R._money(value)
-        return got
-
-    for worker, sku, quantity, deadline, l_price, s_price, f_value in rest:
-        obj["worker"].append("" if worker is None else worker)
-        obj["sku"].append(sku)
-        obj["quantity"].append(quantity)
-        obj["deadline_s"].append(deadline)
-        listed.append(money_value(l_price))
-        sale.append(money_value(s_price))
-        face.append(money_value(f_value))
-    num["listed_price"] = np.array(listed, dtype=np.float64)
-    num["sale_price"] = np.array(sale, dtype=np.float64)
-    num["face_value"] = np.array(face, dtype=np.float64)
-
-    accepted = con.sql("""SELECT o.idx, arg_min(e.t, e.seq) AS at,
-                                 arg_max({'v': e.k1}, e.seq).v AS soid
-                          FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
-                          WHERE e.type = 'order_accepted' AND e.seq > o.last_seq
-                          GROUP BY o.idx""").to_arrow_table()
-    rows = accepted["idx"].to_numpy()
-    num["accepted_at"][rows] = _floats(accepted["at"])
-    soid = obj["supplier_order_id"]
-    for row, value in zip(rows.tolist(), _decode(accepted["soid"]), strict=True):
-        soid[row] = value
-
-    final = con.sql("""SELECT o.idx, arg_max({'t': e.t, 'state': e.k1, 'rest': e.k2,
-                                              'seen': e.d}, e.seq) AS f
-                       FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
-                       WHERE e.type = 'order_final' AND e.seq > o.last_seq
-                       GROUP BY o.idx""").to_arrow_table()
-    rows = final["idx"].to_numpy()
-    f = final["f"].combine_chunks()
-    num["final_at"][rows] = _floats(f.field("t"))
-    num["seen"][rows] = _floats(f.field("seen"))
-    states = _decode(f.field("state"))
-    unit_price, amount = num["unit_price"], num["amount"]
-    for row, state, (last, amt, unit, delivered, reason, resolution) in zip(
-            rows.tolist(), states, _decode(f.field("rest")), strict=True):
-        obj["state"][row] = state
-        obj["last_state"][row] = last
-        amount[row] = money_value(amt)
-        unit_price[row] = money_value(unit)
-        obj["codes_delivered"][row] = delivered
-        obj["failure_reason"][row] = reason or ""
-        obj["resolution"][row] = resolution or ""
+        "intended_at": _floats(base["intended"]), "accepted_at": _floats(base["accepted_at"]),
+        "final_at": _floats(base["final_at"]), "seen": _floats(base["seen"]),
+        "listed_price": np.array(listed, dtype=np.float64),
+        "sale_price": np.array(sale, dtype=np.float64),
+        "face_value": np.array(face, dtype=np.float64),
+        "unit_price": np.array(unit, dtype=np.float64),
+        "amount": np.array(amount, dtype=np.float64)}
+    obj: dict[str, Any] = {
+        "mode": _texts(base["mode"]), "worker": worker, "sku": sku, "quantity": quantity,
+        "deadline_s": deadline, "state": _texts(base["state"]), "last_state": last,
+        "codes_delivered": delivered, "failure_reason": reason, "resolution": resolution,
+        "supplier_order_id": _texts(base["soid"])}
 
     for event, known in rare:  # resumes move intended_at; money events in log order
         kind = event["type"]
@@ -309,39 +346,45 @@ def _orders(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, An
         errors.setdefault(row, []).append(("" if kind_ is None else str(kind_),
                                            0 if status is None else int(status),
                                            "" if phase is None else str(phase)))
-    return R._orders_frame(run_id, suppliers, client_ids, num, obj, counts, errors)
+    return R._orders_frame(run_id, _texts(base["ksup"]), _texts(base["kcid"]), num, obj,
+                           counts, errors)
 
 
 _PURPOSE = R._PURPOSE_COLUMN
 
 
+def _code_fields(value: Any) -> tuple[Any, ...]:
+    return (*value[:2], *(R._money(v) for v in value[2:5]), *value[5:])
+
+
 def _codes(con: Any, run_id: str, money: R._Money) -> Any:
     """The codes table, one row per code_checked in log order."""
-    table = con.sql("""SELECT e.nosup, e.nocid, e.ksup, e.kcid, e.k1, e.k2, e.k3, e.k4,
-                              o.p.mode AS omode, o.idx IS NOT NULL AS planned
+    table = con.sql("""SELECT CASE WHEN e.nosup AND o.idx IS NULL THEN NULL ELSE e.ksup END
+                                  AS supplier,
+                              CASE WHEN e.nocid AND o.idx IS NULL THEN NULL ELSE e.kcid END
+                                  AS client_order_id,
+                              e.k1, e.k2, e.k3, e.k4, o.p.mode AS omode,
+                              o.idx IS NOT NULL AS planned
                        FROM ev e LEFT JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
                        WHERE e.type = 'code_checked' ORDER BY e.seq""").to_arrow_table()
-    planned = table["planned"].to_pylist()
-    codes: dict[str, list[Any]] = {col: [] for col in R.CODES_COLUMNS}
+    codes: dict[str, Any] = {col: [] for col in R.CODES_COLUMNS}
     # event.get(col): None where the field is missing, unless the order's key replaces it
-    codes["supplier"] = [None if missing and not p else k for missing, k, p in zip(
-        table["nosup"].to_pylist(), _decode(table["ksup"]), planned, strict=True)]
-    codes["client_order_id"] = [None if missing and not p else k for missing, k, p in zip(
-        table["nocid"].to_pylist(), _decode(table["kcid"]), planned, strict=True)]
-    codes["code_hash"] = _decode(table["k1"])
-    codes["serial_masked"] = _decode(table["k2"])
+    codes["supplier"] = _texts(table["supplier"])
+    codes["client_order_id"] = _texts(table["client_order_id"])
+    codes["code_hash"] = _texts(table["k1"]) if not money.redeemed else _decode(table["k1"])
+    codes["serial_masked"] = _texts(table["k2"])
     codes["expires_at"] = _decode(table["k3"])
     names = ("mode", "sku", "claimed_face_value", "expected_face_value", "issuer_face_value",
              "pattern_ok", "duplicate_of", "face_value_ok", "expiry_ok", "issuer_status",
              "verdict")
-    packed = _decode(table["k4"])
-    for i, name in enumerate(names):
-        values = [row[i] for row in packed]
-        codes[name] = [R._money(v) for v in values] if name.endswith("face_value") \
-            else values
-    omodes = _decode(table["omode"])
-    codes["mode"] = [m if m else (om if p else "") for m, om, p in zip(
-        codes["mode"], omodes, planned, strict=True)]
+    for name, values in zip(names, _derived(table["k4"], _code_fields, (None,) * len(names)),
+                            strict=True):
+        codes[name] = values
+    if not all(codes["mode"]):
+        omodes = _decode(table["omode"])
+        planned = table["planned"].to_pylist()
+        codes["mode"] = [m if m else (om if p else "") for m, om, p in zip(
+            codes["mode"], omodes, planned, strict=True)]
     return R._code_frame(run_id, codes, money)
 
 
@@ -355,16 +398,22 @@ def _timeline(con: Any, run_id: str,
     event, known = starts[0]
     builder.t0 = t0 = float(event["t0"])
     builder.scheduled = event.get("scheduled_per_second") or {}
+    con.execute(f"""CREATE TEMP TABLE bp AS SELECT ksup, kcid, seq AS pseq, d AS intended
+                    FROM ev WHERE type = 'order_planned' AND k1 = '"burst"'
+                    AND seq > {known["seq"]}""")
+    replans = con.sql("SELECT count(*) - count(DISTINCT (ksup, kcid)) FROM bp").fetchall()
+    # each event sees the order's last burst plan before it: an ASOF join, or a plain one
+    # when no order was planned twice (a burst never re-plans; a resume might)
+    join = "ASOF JOIN" if replans[0][0] else "JOIN"
     con.execute(f"""CREATE TEMP TABLE m AS
-        WITH bp AS (SELECT ksup, kcid, seq AS pseq, d AS intended FROM ev
-                    WHERE type = 'order_planned' AND k1 = '"burst"' AND seq > {known["seq"]}),
-             tev AS (SELECT * FROM ev WHERE seq > {known["seq"]} AND type IN (
-                    'order_attempt', 'order_accepted', 'order_observed', 'order_error',
-                    'schedule_slip', 'order_final'))
+        WITH tev AS (SELECT ksup, kcid, seq, type, t, k1, k2 FROM ev
+                     WHERE seq > {known["seq"]} AND type IN ('order_attempt',
+                     'order_accepted', 'order_observed', 'order_error', 'schedule_slip',
+                     'order_final'))
         SELECT tev.*, bp.intended, floor(tev.t - {t0!r})::BIGINT AS sec,
                floor(bp.intended - {t0!r})::BIGINT AS isec
-        FROM tev ASOF JOIN bp ON tev.ksup = bp.ksup AND tev.kcid = bp.kcid
-                             AND tev.seq >= bp.pseq""")
+        FROM tev {join} bp ON tev.ksup = bp.ksup AND tev.kcid = bp.kcid
+                           AND tev.seq >= bp.pseq""")
     cells: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
     supplier_of: dict[str, Any] = {}
 

@@ -179,3 +179,116 @@ def test_money_is_decimal_in_parquet_and_exact(real_runs: dict[str, Path],
         back = read_table(out / f"{name}.parquet")
         for col in columns:
             pd.testing.assert_series_equal(back[col], getattr(tables, name)[col].astype(float))
+
+
+def _burst_log(tmp_path: Path) -> Path:
+    """A hand-written burst in two worker shards and the master's, with the rules that hang
+    on log order: ties in time, re-plans, events before the burst or the plan, resumes,
+    redeemed samples and a supplier's odd values."""
+    k1 = {"supplier": "s", "client_order_id": "b1"}
+    k2 = {"supplier": "s", "client_order_id": "b2"}
+    k3 = {"supplier": "t", "client_order_id": "b3"}
+
+    def plan(cid: str, t: float, supplier: str = "s", **extra: Any) -> dict[str, Any]:
+        return {**_planned(cid, t, mode="burst"), "supplier": supplier, **extra}
+
+    master = [
+        {"t": 98.0, "type": "balance_read", "supplier": "s", "phase": "before",
+         "balance": "50.00"},
+        {"t": 99.0, "type": "burst_started", "t0": 99.5,
+         "scheduled_per_second": {"s": [1, 2, 0], "t": [0, 1]}},
+        {"t": 120.0, "type": "balance_read", "supplier": "s", "phase": "after_orders",
+         "balance": "31.00"},
+        {"t": 121.0, "type": "code_redeemed", **k1, "code_hash": "h1", "status": "redeemed"},
+        {"t": 122.0, "type": "burst_finished"},
+    ]
+    w0 = [
+        plan("b0", 98.5),  # before the burst started: in orders, not in the timeline
+        {"t": 100.0, "type": "order_attempt", **k3, "attempt": 1, "method": "POST",
+         "purpose": "place"},  # before its plan
+        {"t": 100.0, "type": "order_error", **k3, "kind": "timeout", "status": 0,
+         "phase": "place"},
+        plan("b1", 100.0), plan("b3", 100.1, supplier="t"),
+        {"t": 100.2, "type": "order_attempt", **k1, "attempt": 1.0, "method": "POST",
+         "purpose": "place"},
+        {"t": 100.2, "type": "schedule_slip", **k1, "intended_at": 100.0,
+         "started_at": 100.2, "slip_ms": 200.0},
+        {"t": 100.4, "type": "order_accepted", **k1, "supplier_order_id": 123, "status": 201,
+         "state": "submitted", "unit_price": "9.05", "amount": "9.05", "via": "post"},
+        {"t": 100.4, "type": "order_accepted", **k1, "supplier_order_id": {"odd": [1]},
+         "status": 200, "state": "submitted", "unit_price": "9.05", "amount": "9.05",
+         "via": "get"},
+        {"t": 100.5, "type": "order_observed", **k1, "state": "success", "source": "poll"},
+        {"t": 100.6, "type": "order_final", **k1, "state": "success", "last_state": "success",
+         "amount": "9.05", "unit_price": "9.05", "codes_delivered": 1, "delivered_at": None,
+         "failure_reason": None, "delivered_seen_at": 100.5, "within_deadline": True,
+         "skipped": None},
+        {"t": 100.6, "type": "order_final", **k1, "state": "partial", "last_state": "partial",
+         "amount": "9.10", "unit_price": None, "codes_delivered": 1.0, "delivered_at": None,
+         "failure_reason": 'odd "reason" \\ é', "delivered_seen_at": 100.5,
+         "within_deadline": True, "skipped": None, "resolution": None},
+        {"t": 101.0, "type": "code_checked", **k1, "sku": "c", "mode": "",
+         "code_hash": "h1", "serial_masked": "***1", "claimed_face_value": "10",
+         "expected_face_value": "10", "issuer_face_value": None, "expires_at": None,
+         "pattern_ok": True, "duplicate_of": None, "face_value_ok": True, "expiry_ok": True,
+         "issuer_status": "active", "verdict": "valid"},
+        {"t": 101.0, "type": "code_checked", "client_order_id": "nobody", "sku": "c",
+         "mode": "burst", "code_hash": "h2", "serial_masked": "***2",
+         "claimed_face_value": 10.5, "expected_face_value": "10", "issuer_face_value": "10",
+         "expires_at": "2030-01-01T00:00:00+00:00", "pattern_ok": None,
+         "duplicate_of": "this_run", "face_value_ok": False, "expiry_ok": True,
+         "issuer_status": "unchecked", "verdict": "wrong_face_value"},
+    ]
+    w1 = [
+        plan("b2", 100.0),  # same time as b1's plan in w0: w0 first
+        {"t": 100.3, "type": "order_accepted", **k2, "supplier_order_id": "X2", "status": 201,
+         "state": "submitted", "unit_price": "9.05", "amount": "9.05", "via": "post"},
+        plan("b2", 100.3, intended_at=100.25),  # re-planned at the same time: starts over
+        {"t": 100.35, "type": "order_attempt", **k2, "attempt": 1, "method": "POST",
+         "purpose": "repost"},
+        {"t": 100.36, "type": "order_error", **k2, "kind": "http_503", "status": 503,
+         "phase": "place"},
+        {"t": 100.8, "type": "order_accepted", **k2, "supplier_order_id": "X2b",
+         "status": 201, "state": "submitted", "unit_price": "9.05", "amount": "9.05",
+         "via": "post"},
+        {"t": 100.9, "type": "order_final", **k2, "state": "failed", "last_state": "failed",
+         "amount": "0", "unit_price": "9.05", "codes_delivered": 0, "delivered_at": None,
+         "failure_reason": "out of stock", "delivered_seen_at": None,
+         "within_deadline": False, "skipped": None},
+        {"t": 110.0, "type": "order_resumed", **k2, "intended_at": 110.0, "posted_at": 100.35},
+        {"t": 110.0, "type": "order_resumed", **k3, "intended_at": 110.0, "posted_at": None},
+    ]
+    return _write(tmp_path / "burst", {"events.jsonl": master, "events-w0.jsonl": w0,
+                                       "events-w1.jsonl": w1})
+
+
+def test_burst_ties_replans_and_odd_values_match(tmp_path: Path) -> None:
+    """Equal times within and across shards, a burst re-plan, events before the burst or
+    the plan, resumes with and without a POST, a redeemed sample, a code of an unplanned
+    order and a supplier's odd values give the reference builder's tables in every
+    builder."""
+    run = _burst_log(tmp_path)
+    _assert_same_tables(run)
+    assert len(build_tables(run).timeline)  # the burst's timeline is not empty
+
+
+def test_logs_the_columnar_fold_cannot_read_fall_back(tmp_path: Path) -> None:
+    """A torn last line, and money events not in the writer's compact layout, are refused
+    by the columnar fold and built by the streaming fold, equal to the reference."""
+    torn = _burst_log(tmp_path)
+    with (torn / "events-w1.jsonl").open("a") as handle:
+        handle.write('{"t": 130.0, "type": "order_fin')
+    with pytest.raises(tables_columnar.Unsupported):
+        tables_columnar.build(torn)
+    _assert_same_tables(torn, columnar=False)
+
+    spaced = tmp_path / "spaced"
+    spaced.mkdir()
+    (spaced / "manifest.json").write_text(json.dumps({"run_id": "spaced"}))
+    (tmp_path / "plain").mkdir()
+    for shard in _burst_log(tmp_path / "plain").glob("events*.jsonl"):
+        events = [json.loads(line) for line in shard.read_text().splitlines()]
+        (spaced / shard.name).write_text("".join(json.dumps(e) + "\n" for e in events))
+    with pytest.raises(tables_columnar.Unsupported):
+        tables_columnar.build(spaced)
+    _assert_same_tables(spaced, columnar=False)
