@@ -57,3 +57,20 @@ def test_stall_benchmark_runs_without_slips_or_omission() -> None:
     assert burst["slips"] == 0, burst
     assert burst["ref_p99_ms"] > 900  # the stall is in the reference's tail
     assert -0.02 <= burst["p99_error_vs_truth"] <= 0.10, burst
+    assert -0.02 <= burst["p99_error"] <= 0.10, burst
+
+
+@pytest.mark.serial  # two short bursts whose schedule lateness is measured: run alone
+def test_capacity_benchmark_holds_a_low_rate_for_both() -> None:
+    """At 20 orders/s for 2 s, trialbench (lateness from its event log) and plain Locust
+    (the same schedule and HTTP work) both send every order on schedule."""
+    done = subprocess.run([sys.executable, str(BENCH / "burst_capacity.py"), "--runs",
+                           "tb1,plain1", "--at", "20", "--duration-s", "2", "--startup-s", "4"],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    steps = {row["run"]: row for row in rows if "run" in row}
+    for name in ("tb1", "plain1"):
+        assert steps[name]["due"] == steps[name]["sent"] == 40, steps[name]
+        assert steps[name]["held"], steps[name]
+    assert rows[-1]["summary"]["tb1_over_plain1"] == 1.0
