@@ -683,9 +683,11 @@ def write_report(analysis: RunAnalysis, out_dir: Path | None = None, lang: str =
     folder = out_dir if out_dir is not None else analysis.run_dirs[0]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "report.html"
-    from harness.check.history import load_trend
+    trend = None
+    if history is not None:  # harness.check imports scipy.stats: only for a history
+        from harness.check.history import load_trend
 
-    trend = load_trend(history) if history is not None else None
+        trend = load_trend(history)
     path.write_text(render_html(analysis, lang=lang, trend=trend,
                                 trend_folder=str(history or "")), encoding="utf-8")
     return path
