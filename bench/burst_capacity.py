@@ -171,8 +171,9 @@ def run_trialbench(sim: SimulatorProcess, env: dict[str, str], rate: float, work
         proc = subprocess.Popen(
             [sys.executable, "-m", "harness", "burst", str(scenario), "--results",
              str(results), "--no-live", "--workers", str(workers)],
-            env=env, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
-            cwd=ROOT)
+            env={**env, "PYTHONPATH": str(args.tree)} if args.tree else env,
+            stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
+            cwd=args.tree or ROOT)
 
     def children() -> list[int]:
         try:
@@ -306,6 +307,8 @@ def main() -> None:
                         help="plain Locust: time for the master and workers to start")
     parser.add_argument("--keep", default=None,
                         help="keep logs and run folders here (default: a temporary folder)")
+    parser.add_argument("--tree", default=None,
+                        help="run trialbench from this checkout (before/after, same venv)")
     parser.add_argument("--at", type=float, default=None, help="run this one rate only")
     args = parser.parse_args()
     LATE_MS[0] = args.late_ms
