@@ -464,7 +464,9 @@ def supplier_metrics(orders: pd.DataFrame, codes: pd.DataFrame, refunds: pd.Data
     else:
         positions = {}
     needed = orders[[c for c in orders.columns if c in _PER_SUPPLIER_COLUMNS]]
-    codes_of, refunds_of = rows_by_supplier(codes), rows_by_supplier(refunds)
+    # _codes reads only the verdict: each supplier's codes rows without the hashes and texts
+    codes_of = rows_by_supplier(codes[[c for c in codes.columns if c in ("supplier", "verdict")]])
+    refunds_of = rows_by_supplier(refunds)
     suppliers_of = rows_by_supplier(suppliers)
     rows = []
     for name in suppliers_in(orders, codes, refunds, suppliers):
