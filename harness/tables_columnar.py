@@ -96,6 +96,11 @@ def _decode(column: Any) -> list[Any]:
     return out
 
 
+def _arrow(con: Any, sql: str) -> Any:
+    """The result of ``sql`` as an Arrow table, streamed out of DuckDB in batches."""
+    return con.sql(sql).to_arrow_reader(1 << 16).read_all()
+
+
 def _floats(column: Any) -> np.ndarray[Any, Any]:
     out: np.ndarray[Any, Any] = np.array(  # a writable copy
         column.to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -170,11 +175,14 @@ def _build(con: Any, run_dir: Path, shards: list[Path],
         raise Unsupported("an event without a numeric time")
     if starts > 1:
         raise Unsupported("more than one burst_started")
+    # first/last by seq, then the rows themselves by seq: aggregates of fixed size and
+    # joins, which DuckDB can spill (arg_max over text could not, at a million orders)
     con.execute("""CREATE TEMP TABLE o AS
-        SELECT row_number() OVER (ORDER BY first_seq) - 1 AS idx, *
-        FROM (SELECT ksup, kcid, min(seq) AS first_seq, max(seq) AS last_seq,
-                     arg_max({'mode': k1, 'rest': k2, 'intended': d}, seq) AS p
-              FROM ev WHERE type = 'order_planned' GROUP BY ksup, kcid)""")
+        SELECT row_number() OVER (ORDER BY g.first_seq) - 1 AS idx, g.ksup, g.kcid,
+               g.first_seq, g.last_seq, e.k1 AS mode, e.k2 AS rest, e.d AS intended
+        FROM (SELECT ksup, kcid, min(seq) AS first_seq, max(seq) AS last_seq
+              FROM ev WHERE type = 'order_planned' GROUP BY ksup, kcid) g
+        JOIN ev e ON e.seq = g.last_seq""")
 
     rare = _rare_events(con, shards)
     money = R._Money(run_id)
@@ -274,23 +282,22 @@ def _final_fields(value: Any) -> tuple[Any, ...]:
 def _orders(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, Any]]],
             money: R._Money) -> Any:
     """The orders table; feeds ``money`` the rare money events."""
-    base = con.sql("""
-        WITH acc AS (SELECT o.idx, arg_min(e.t, e.seq) AS at,
-                            arg_max({'v': e.k1}, e.seq).v AS soid
+    base = _arrow(con, """
+        WITH acc AS (SELECT o.idx, min(e.seq) AS first, max(e.seq) AS last
                      FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
                      WHERE e.type = 'order_accepted' AND e.seq > o.last_seq GROUP BY o.idx),
-             fin AS (SELECT o.idx, arg_max({'t': e.t, 'state': e.k1, 'rest': e.k2,
-                                           'seen': e.d}, e.seq) AS f
+             fin AS (SELECT o.idx, max(e.seq) AS last
                      FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
                      WHERE e.type = 'order_final' AND e.seq > o.last_seq GROUP BY o.idx)
-        SELECT o.ksup, o.kcid, o.p.mode AS mode, o.p.rest AS rest, o.p.intended AS intended,
-               acc.at AS accepted_at,
-               CASE WHEN acc.idx IS NULL THEN '""' ELSE acc.soid END AS soid,
-               fin.f.t AS final_at, fin.f.seen AS seen,
-               CASE WHEN fin.idx IS NULL THEN '"unknown"' ELSE fin.f.state END AS state,
-               fin.f.rest AS frest
-        FROM o LEFT JOIN acc ON o.idx = acc.idx LEFT JOIN fin ON o.idx = fin.idx
-        ORDER BY o.idx""").to_arrow_table()
+        SELECT o.ksup, o.kcid, o.mode, o.rest, o.intended, a1.t AS accepted_at,
+               CASE WHEN acc.idx IS NULL THEN '""' ELSE a2.k1 END AS soid,
+               f.t AS final_at, f.d AS seen,
+               CASE WHEN fin.idx IS NULL THEN '"unknown"' ELSE f.k1 END AS state,
+               f.k2 AS frest
+        FROM o LEFT JOIN acc ON o.idx = acc.idx LEFT JOIN ev a1 ON a1.seq = acc.first
+             LEFT JOIN ev a2 ON a2.seq = acc.last
+             LEFT JOIN fin ON o.idx = fin.idx LEFT JOIN ev f ON f.seq = fin.last
+        ORDER BY o.idx""")
     n = base.num_rows
     worker, sku, quantity, deadline, listed, sale, face = _derived(
         base["rest"], _plan_fields, (None,) * 7)
@@ -322,9 +329,9 @@ def _orders(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, An
             key = (event.get("supplier", ""), event.get("client_order_id", ""))
             money.add(kind, event, key, known["mode"])
 
-    tried = con.sql("""SELECT o.idx, e.k2 AS method, e.k3 AS purpose, count(*) AS n
+    tried = _arrow(con, """SELECT o.idx, e.k2 AS method, e.k3 AS purpose, count(*) AS n
                        FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
-                       WHERE e.type = 'order_attempt' GROUP BY ALL""").to_arrow_table()
+                       WHERE e.type = 'order_attempt' GROUP BY ALL""")
     counts = tuple(np.zeros(n, dtype=np.int64) for _ in range(4))
     if tried.num_rows:
         rows = tried["idx"].to_numpy()
@@ -337,9 +344,9 @@ def _orders(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, An
             np.add.at(counts[c], rows[mine], times[mine])
 
     errors: dict[int, list[tuple[str, int, str]]] = {}
-    failed = con.sql("""SELECT o.idx, e.k1 AS kind, e.k2 AS status, e.k3 AS phase
+    failed = _arrow(con, """SELECT o.idx, e.k1 AS kind, e.k2 AS status, e.k3 AS phase
                         FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
-                        WHERE e.type = 'order_error' ORDER BY e.seq""").to_arrow_table()
+                        WHERE e.type = 'order_error' ORDER BY e.seq""")
     for row, kind_, status, phase in zip(failed["idx"].to_pylist(), _decode(failed["kind"]),
                                          _decode(failed["status"]), _decode(failed["phase"]),
                                          strict=True):
@@ -359,14 +366,14 @@ def _code_fields(value: Any) -> tuple[Any, ...]:
 
 def _codes(con: Any, run_id: str, money: R._Money) -> Any:
     """The codes table, one row per code_checked in log order."""
-    table = con.sql("""SELECT CASE WHEN e.nosup AND o.idx IS NULL THEN NULL ELSE e.ksup END
+    table = _arrow(con, """SELECT CASE WHEN e.nosup AND o.idx IS NULL THEN NULL ELSE e.ksup END
                                   AS supplier,
                               CASE WHEN e.nocid AND o.idx IS NULL THEN NULL ELSE e.kcid END
                                   AS client_order_id,
-                              e.k1, e.k2, e.k3, e.k4, o.p.mode AS omode,
+                              e.k1, e.k2, e.k3, e.k4, o.mode AS omode,
                               o.idx IS NOT NULL AS planned
                        FROM ev e LEFT JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
-                       WHERE e.type = 'code_checked' ORDER BY e.seq""").to_arrow_table()
+                       WHERE e.type = 'code_checked' ORDER BY e.seq""")
     codes: dict[str, Any] = {col: [] for col in R.CODES_COLUMNS}
     # event.get(col): None where the field is missing, unless the order's key replaces it
     codes["supplier"] = _texts(table["supplier"])
