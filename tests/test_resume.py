@@ -25,6 +25,8 @@ from harness.results import load_runs
 from harness.simulator.process import SimulatorProcess, start_simulator
 from harness.simulator.profiles import load_fleet
 
+pytestmark = pytest.mark.serial  # unknown outcomes asked about within timed windows: run alone
+
 SCENARIO = Path(__file__).parent / "data" / "resume-trial.yaml"
 SUPPLIERS = ("acme", "feeder", "flaky")
 ORDERS = 8
