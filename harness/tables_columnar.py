@@ -18,6 +18,10 @@ from harness.events import _lines_with, _parse
 
 MEMORY_LIMIT = "512MB"
 """DuckDB's memory budget for the fold; beyond it, it spills to a temporary folder."""
+MAX_LOG_BYTES = 600_000_000
+"""Logs larger than this go to the streaming fold: within :data:`MEMORY_LIMIT` the columnar
+fold was measured to build a 226 MB log (100k orders) but not a 2.26 GB one (1M orders: its
+per-order joins ran out of memory), and a failed attempt would cost its time twice."""
 PARALLEL_SCAN = True
 """Read the shards side by side (one thread each) before merging them."""
 
@@ -115,6 +119,9 @@ def build(run_dir: Path) -> R.RunTables:
     shards = sorted(run_dir.glob("events*.jsonl"))
     if not shards:
         raise Unsupported("no event log")
+    size = sum(shard.stat().st_size for shard in shards)
+    if size > MAX_LOG_BYTES:
+        raise Unsupported(f"a {size:,}-byte log is beyond the columnar fold's memory")
     for shard in shards:  # a torn last line is skipped by the streaming fold
         with shard.open("rb") as handle:
             if handle.seek(0, 2) == 0:
@@ -124,7 +131,9 @@ def build(run_dir: Path) -> R.RunTables:
                 raise Unsupported(f"{shard.name} ends with a torn line")
     manifest = R.load_manifest(run_dir)
     with tempfile.TemporaryDirectory(prefix="trialbench-fold-") as spill:
-        con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill,
+        # a database file, not memory: its tables can leave memory past the limit
+        con = duckdb.connect(str(Path(spill) / "fold.duckdb"),
+                             config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill,
                                      "preserve_insertion_order": True})
         try:
             con.execute("SET enable_progress_bar = false")
@@ -162,10 +171,11 @@ def _build(con: Any, run_dir: Path, shards: list[Path],
     if PARALLEL_SCAN:
         with ThreadPoolExecutor(max_workers=min(len(scans), os.cpu_count() or 1)) as pool:
             list(pool.map(read, range(len(scans))))
-        union = " UNION ALL ".join(f"SELECT * FROM shard{i}" for i in range(len(scans)))
+            union = " UNION ALL ".join(f"SELECT * FROM shard{i}" for i in range(len(scans)))
     else:
         union = " UNION ALL ".join(scans)
-    con.execute(f"""CREATE TEMP TABLE ev AS
+    con.execute("SET preserve_insertion_order = false")  # the order is seq's from here on
+    con.execute(f"""CREATE TABLE ev AS
         SELECT *, row_number() OVER (ORDER BY t, shard, rn) AS seq FROM ({union})""")
     for i in range(len(scans) if PARALLEL_SCAN else 0):
         con.execute(f"DROP TABLE shard{i}")
@@ -177,7 +187,7 @@ def _build(con: Any, run_dir: Path, shards: list[Path],
         raise Unsupported("more than one burst_started")
     # first/last by seq, then the rows themselves by seq: aggregates of fixed size and
     # joins, which DuckDB can spill (arg_max over text could not, at a million orders)
-    con.execute("""CREATE TEMP TABLE o AS
+    con.execute("""CREATE TABLE o AS
         SELECT row_number() OVER (ORDER BY g.first_seq) - 1 AS idx, g.ksup, g.kcid,
                g.first_seq, g.last_seq, e.k1 AS mode, e.k2 AS rest, e.d AS intended
         FROM (SELECT ksup, kcid, min(seq) AS first_seq, max(seq) AS last_seq
@@ -405,14 +415,14 @@ def _timeline(con: Any, run_id: str,
     event, known = starts[0]
     builder.t0 = t0 = float(event["t0"])
     builder.scheduled = event.get("scheduled_per_second") or {}
-    con.execute(f"""CREATE TEMP TABLE bp AS SELECT ksup, kcid, seq AS pseq, d AS intended
+    con.execute(f"""CREATE TABLE bp AS SELECT ksup, kcid, seq AS pseq, d AS intended
                     FROM ev WHERE type = 'order_planned' AND k1 = '"burst"'
                     AND seq > {known["seq"]}""")
     replans = con.sql("SELECT count(*) - count(DISTINCT (ksup, kcid)) FROM bp").fetchall()
     # each event sees the order's last burst plan before it: an ASOF join, or a plain one
     # when no order was planned twice (a burst never re-plans; a resume might)
     join = "ASOF JOIN" if replans[0][0] else "JOIN"
-    con.execute(f"""CREATE TEMP TABLE m AS
+    con.execute(f"""CREATE TABLE m AS
         WITH tev AS (SELECT ksup, kcid, seq, type, t, k1, k2 FROM ev
                      WHERE seq > {known["seq"]} AND type IN ('order_attempt',
                      'order_accepted', 'order_observed', 'order_error', 'schedule_slip',
@@ -438,7 +448,7 @@ def _timeline(con: Any, run_id: str,
            AND k2 = '"POST"' AND (k1 IN ('1', 'true')
                OR (json_type(k1::JSON) IN ('DOUBLE', 'UBIGINT', 'BIGINT') AND k1::DOUBLE = 1))
            GROUP BY ALL""", "sent")
-    con.execute("""CREATE TEMP TABLE acc AS SELECT ksup, kcid, min(seq) AS aseq,
+    con.execute("""CREATE TABLE acc AS SELECT ksup, kcid, min(seq) AS aseq,
                    arg_min(sec, seq) AS sec, arg_min(isec, seq) AS isec,
                    arg_min((t - intended) * 1000, seq) AS ms
                    FROM m WHERE type = 'order_accepted' GROUP BY ksup, kcid""")

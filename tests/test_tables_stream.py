@@ -272,10 +272,17 @@ def test_burst_ties_replans_and_odd_values_match(tmp_path: Path) -> None:
     assert len(build_tables(run).timeline)  # the burst's timeline is not empty
 
 
-def test_logs_the_columnar_fold_cannot_read_fall_back(tmp_path: Path) -> None:
-    """A torn last line, and money events not in the writer's compact layout, are refused
-    by the columnar fold and built by the streaming fold, equal to the reference."""
+def test_logs_the_columnar_fold_cannot_read_fall_back(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torn last line, money events not in the writer's compact layout, and a log beyond
+    the columnar fold's size are refused by it and built by the streaming fold, equal to
+    the reference."""
     torn = _burst_log(tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr(tables_columnar, "MAX_LOG_BYTES", 100)
+        with pytest.raises(tables_columnar.Unsupported):
+            tables_columnar.build(torn)
+        _assert_same_tables(torn, columnar=False)
     with (torn / "events-w1.jsonl").open("a") as handle:
         handle.write('{"t": 130.0, "type": "order_fin')
     with pytest.raises(tables_columnar.Unsupported):
