@@ -303,7 +303,7 @@ def main() -> None:
     parser.add_argument("--refine", type=int, default=2)
     parser.add_argument("--late-ms", type=float, default=50)
     parser.add_argument("--delivery", choices=("poll", "callback", "both"), default="poll")
-    parser.add_argument("--startup-s", type=float, default=6,
+    parser.add_argument("--startup-s", type=float, default=10,
                         help="plain Locust: time for the master and workers to start")
     parser.add_argument("--keep", default=None,
                         help="keep logs and run folders here (default: a temporary folder)")

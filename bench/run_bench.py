@@ -254,7 +254,7 @@ def bench_capacity(table: Table, smoke: bool) -> None:
     """``bench/burst_capacity.py``: orders/s held on schedule, trialbench (1 and 2 workers)
     against plain Locust doing the same HTTP work per order, same simulator, one run."""
     args = ["--runs", "tb1,plain1", "--at", "20", "--duration-s", "2"] if smoke else \
-        ["--runs", "tb1,plain1,tb2", "--duration-s", "5", "--start", "200", "--factor", "2",
+        ["--runs", "tb1,plain1,tb2", "--duration-s", "5", "--start", "100", "--factor", "2",
          "--refine", "1", "--max-rate", "3200"]  # about 15 runs of ~35 s
     done = _timed([PY, str(HERE / "burst_capacity.py"), *args], timeout=1200)
     lines = _json_lines(done["out"])
