@@ -105,6 +105,7 @@ class RunFolder:
 
     def close(self, *, interrupted: bool = False) -> None:
         """Finish the manifest, close the log, and build the tables from it."""
+        from harness.events import run_complete
         from harness.results import build_tables, write_tables
 
         self.manifest["finished_at"] = format_epoch(time.time())
@@ -114,6 +115,10 @@ class RunFolder:
         if self._plain is not None:
             self._plain.close()
         write_tables(self.path, build_tables(self.path))
+        # the log is final now: find and keep whether the run completed (a byte search for
+        # its start and finish lines, seconds at a million orders), so rank and report
+        # answer it from a few stat calls instead of each reading the whole log again
+        run_complete(self.path)
 
     def __enter__(self) -> RunFolder:
         return self

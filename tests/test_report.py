@@ -20,6 +20,7 @@ from test_check_history import write_validity_drop_index
 
 from harness.analysis import RunAnalysis, analyse_runs, latest_run
 from harness.cli import main
+from harness.events import COMPLETE_STAMP, shards_signature
 from harness.ranking import RANKING_COLUMNS
 from harness.report import figure_burst_timeline, figures, render_html
 from harness.wording import headline
@@ -53,6 +54,14 @@ def test_demo_ends_with_ranking_and_report(demo: tuple[Path, str]) -> None:
     assert out.index("trial summary") < out.index("supplier ranking") < out.index("order:")
     assert f"report:     {run / 'report.html'}" in out.replace("\n", "")
     assert (run / "report.html").is_file() and (run / "ranking.csv").is_file()
+
+
+def test_finished_run_keeps_its_completion_for_rank(demo: tuple[Path, str]) -> None:
+    """A run closed after its finish event keeps "complete" beside its log, valid for the
+    log as written, so rank and report need not read the whole log to know it."""
+    run, _ = demo
+    kept = json.loads((run / COMPLETE_STAMP).read_text())
+    assert kept == {"complete": True, "shards": shards_signature(run)}
 
 
 def test_demo_reaches_a_verdict(analysis: RunAnalysis) -> None:
