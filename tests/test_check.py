@@ -13,17 +13,19 @@ import pytest
 from junitparser import Error, Failure, JUnitXml, Skipped
 from scipy import stats
 
-from harness.check import SlaConfig, SlaError, check_runs, junit_xml, load_sla, markdown
 from harness.check.evaluate import (
     REGRESSION_METRICS,
     CheckResult,
     apply_holm,
+    check_runs,
     judge_threshold,
     regression_check,
 )
+from harness.check.junit import junit_xml
 from harness.check.metrics import METRICS, Measure
-from harness.check.sla import Threshold
+from harness.check.sla import SlaConfig, SlaError, Threshold, load_sla
 from harness.check.stats import quantile_interval
+from harness.check.summary import markdown
 from harness.demo import fleet_env
 from harness.drivers.base import Failure as Failure_
 from harness.errors import ScenarioError
