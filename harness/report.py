@@ -663,7 +663,7 @@ def render_html(analysis: RunAnalysis, figs: dict[str, Figure] | None = None,
     from the template ``harness/templates/report.html.j2``. A ``zh`` report embeds the
     glyphs it uses of the CJK font (``embed_font``; so does a report naming a supplier in
     Chinese), so it reads right anywhere. ``trend`` (from
-    :func:`harness.check.load_trend`) adds the history of runs kept in ``trend_folder``."""
+    :func:`harness.check.history.load_trend`) adds the history of runs kept in ``trend_folder``."""
     figs = figs if figs is not None else figures(analysis, lang)
     template = _environment().get_template("report.html.j2")
     context = _report_context(analysis, figs, lang)
