@@ -95,9 +95,9 @@ class Script:
                     assert step.purpose in PURPOSES, step.purpose
                     self.sent.append((self.now, step.purpose, step))
                     assert self.answers, f"unscripted {step.purpose} at t+{self.now - T0:.2f}"
-                    purpose, response = self.answers.pop(0)
+                    purpose, response, *took = self.answers.pop(0)  # (.., seconds) optional
                     assert purpose == step.purpose, (purpose, step.purpose)
-                    self.now += 0.01
+                    self.now += took[0] if took else 0.01
                     step = steps.send(response)
                     continue
                 self.waits.append(step)
@@ -180,6 +180,16 @@ def test_5xx_then_never_found_through_the_window_is_refused() -> None:
     assert final(log)["resolution"] == "not_found_after_window"
     assert script.sent[2][0] >= T0 + RULES.unknown_window_s
     assert life.side.budget.committed == 0
+
+
+def test_not_found_window_counts_from_the_posts_answer() -> None:
+    """A POST answered 500 only after 1.5 s may have been taken just before that answer,
+    so the conclusive GET waits a whole window after the answer, not after the send."""
+    state, _, script, log = run_order([("place", err(500, "internal_error"), 1.5),
+                                       ("resolve", err(404, "order_not_found")),
+                                       ("resolve", err(404, "order_not_found"))])
+    assert state == "failed" and final(log)["resolution"] == "not_found_after_window"
+    assert script.sent[2][0] >= T0 + 1.5 + RULES.unknown_window_s
 
 
 def test_404_inside_the_window_then_found() -> None:

@@ -564,10 +564,12 @@ class OrderLife:
         side.count("sent")
         side.retry.first_attempt()
         while True:
-            sent_at = side.clock()
             response = yield from side.send(lambda: side.driver.place_order(self.request()),
                                             "place" if attempt == 1 else "repost")
             assert response is not None
+            # the supplier may have taken the order at any moment until this answer (or
+            # timeout): its not-found window can start no earlier than now
+            answered_at = side.clock()
             result = parse_guarded(self._parse_order, response)
             if not isinstance(result, Failure):
                 self._accepted(response, result, "post")
@@ -578,7 +580,7 @@ class OrderLife:
                     or result.kind == DUPLICATE_REQUEST:  # the id was taken: it may be ours
                 self.resolution = "unknown_outcome"
                 self.asking = True
-                return (yield from self.resolve(sent_at))
+                return (yield from self.resolve(answered_at))
             if result.status != 429:
                 self.resolution = f"refused:{result.kind}"
                 return "failed"
@@ -596,16 +598,18 @@ class OrderLife:
             attempt += 1
             self._attempt(attempt, "POST", "repost")
 
-    def resolve(self, sent_at: float, *, resumed: bool = False) -> Steps[str]:
+    def resolve(self, since: float, *, resumed: bool = False) -> Steps[str]:
         """Ask by client order id after an unknown outcome: soon (unless the retry budget
-        is tight), then once the not-found window has passed. ``accepted``, ``failed``
-        (404 after the window) or ``unknown``. A resumed order is asked from now on."""
+        is tight), then once the not-found window, counted from ``since`` (when the POST's
+        answer or timeout came; for a resumed order, when it was sent), has passed.
+        ``accepted``, ``failed`` (404 after the window) or ``unknown``. A resumed order is
+        asked from now on."""
         side = self.side
         rules = side.rules
         idempotency = getattr(side.driver, "idempotency", None)
         if idempotency is not None and idempotency.lookup != "client_order_id":
             return (yield from self._probe(idempotency.replay))
-        window_end = sent_at + rules.unknown_window_s
+        window_end = since + rules.unknown_window_s
         give_up = window_end + rules.unknown_window_s  # money outranks the follow time
         if resumed:
             give_up = max(give_up, side.clock() + rules.unknown_window_s)
