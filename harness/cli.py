@@ -45,9 +45,15 @@ def _run_exit(run_dir: Path) -> int:
     orders = load_runs([run_dir], allow_partial=True).orders
     sent = orders[orders["state"] != "skipped"]
     if sent.empty or not sent["accepted_at"].notna().any():
-        why = "no order was sent (the spending cap allowed none?)" if sent.empty else \
-            f"no supplier accepted any of {len(sent)} orders: check the base URLs and " \
-            "credentials (the run folder has every error)"
+        if orders.empty:
+            why = (f"no order was planned or recorded: see {run_dir / 'events.jsonl'} for "
+                   "what stopped the run before its first order")
+        elif sent.empty:
+            why = (f"no order was sent: the spending cap allowed none of {len(orders)} "
+                   "(`spend_blocked` in the event log; raise the scenario's spending_cap)")
+        else:
+            why = (f"no supplier accepted any of {len(sent)} orders: check the base URLs "
+                   "and credentials (the run folder has every error)")
         print(f"trialbench: {why}", file=sys.stderr)
         return FAILED
     return ABORTED if manifest.get("burst_aborted") else DONE

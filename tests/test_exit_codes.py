@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from harness.cli import FAILED, _run_exit
+from harness.events import format_event
 
 
 def closed_port() -> int:
@@ -53,3 +59,33 @@ def test_help_lists_the_exit_codes() -> None:
                           text=True, timeout=60, check=True)
     for code in ("0 ", "1 ", "2 ", "3 ", "130"):
         assert f"\n  {code}" in done.stdout
+
+
+def _finished_run(root: Path, name: str, events: list[tuple[str, dict[str, object]]]) -> Path:
+    """A hand-written finished trial folder: a manifest and these events between its start
+    and finish."""
+    run = root / name
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"run_id": name, "mode": "trial"}))
+    lines = [format_event("trial_started", {"t": 1.0})]
+    lines += [format_event(kind, {"t": 2.0, **fields}) for kind, fields in events]
+    lines.append(format_event("trial_finished", {"t": 3.0}))
+    (run / "events.jsonl").write_text("\n".join(lines) + "\n")
+    return run
+
+
+def test_run_that_sent_nothing_says_why_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A finished run that recorded no order, or whose every order the cap blocked, exits 3
+    with a line that tells the two apart and says where to look."""
+    empty = _finished_run(tmp_path, "empty", [])
+    order = {"supplier": "acme", "client_order_id": "o-1"}
+    blocked = _finished_run(tmp_path, "blocked", [
+        ("order_planned", {**order, "mode": "trial", "sku": "x", "quantity": 1,
+                           "intended_at": 2.0}),
+        ("spend_blocked", {**order, "needed": "10.00", "committed": "0", "cap": "5"}),
+        ("order_final", {**order, "state": "skipped", "accepted": False})])
+    assert _run_exit(empty) == FAILED
+    assert "no order was planned or recorded" in capsys.readouterr().err
+    assert _run_exit(blocked) == FAILED
+    assert "the spending cap allowed none of 1" in capsys.readouterr().err
