@@ -478,9 +478,9 @@ def _timeline(con: Any, run_id: str,
     latencies = con.sql("SELECT ksup, isec, list(ms) FROM acc GROUP BY ALL").fetchall()
     for ksup, isec, values in latencies:
         builder.acceptance[(supplier(ksup), isec)] = values
-    add("""SELECT ksup, arg_min(sec, seq), 1 FROM m WHERE type = 'order_observed'
-           AND k1 IN ('"success"', '"partial"', '"refunded"') GROUP BY ksup, kcid""",
-        "delivered")
+    add("""SELECT ksup, sec, count(*) FROM (SELECT ksup, arg_min(sec, seq) AS sec FROM m
+           WHERE type = 'order_observed' AND k1 IN ('"success"', '"partial"', '"refunded"')
+           GROUP BY ksup, kcid) GROUP BY ALL""", "delivered")
     for ksup, sec, kind, status, n in con.sql(
             """SELECT ksup, sec, k1, k2, count(*) FROM m WHERE type = 'order_error'
                GROUP BY ALL""").fetchall():
