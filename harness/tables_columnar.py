@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from harness import events as E
 from harness import results as R
 from harness.events import _lines_with, _parse
 
@@ -31,6 +32,8 @@ _BULK = ("order_planned", "order_attempt", "order_accepted", "order_observed", "
 _RARE = ("order_absent", "order_resumed", "code_redeemed", "refund_attempt",
          "refund_requested", "refund_final", "balance_read", "burst_started")
 """Event types parsed line by line in Python (a few per order at most, usually none)."""
+_MARKS = tuple(dict.fromkeys((*E.START_EVENTS, *E.FINISH_EVENTS)))
+"""The events that say whether the run finished (:func:`harness.events.completion`)."""
 
 _FIELDS = ("supplier", "client_order_id", "mode", "worker", "sku", "quantity", "deadline_s",
            "listed_price", "sale_price", "face_value", "attempt", "method", "purpose", "kind",
@@ -38,7 +41,7 @@ _FIELDS = ("supplier", "client_order_id", "mode", "worker", "sku", "quantity", "
            "unit_price", "codes_delivered", "failure_reason", "resolution", "code_hash",
            "serial_masked", "claimed_face_value", "expected_face_value", "issuer_face_value",
            "expires_at", "pattern_ok", "duplicate_of", "face_value_ok", "expiry_ok",
-           "issuer_status", "verdict")
+           "issuer_status", "verdict", "interrupted", "failed")
 """Fields read as JSON text (decoded in Python once per distinct text, so every value is the
 one json.loads gives); t, intended_at and delivered_seen_at are read as doubles."""
 
@@ -46,7 +49,10 @@ _PACKED = """
   CASE type WHEN 'order_planned' THEN mode WHEN 'order_attempt' THEN attempt
     WHEN 'order_error' THEN kind WHEN 'order_accepted' THEN supplier_order_id
     WHEN 'order_observed' THEN state WHEN 'order_final' THEN state
-    WHEN 'code_checked' THEN code_hash END AS k1,
+    WHEN 'code_checked' THEN code_hash
+    WHEN 'trial_finished' THEN json_array(interrupted, failed)
+    WHEN 'burst_finished' THEN json_array(interrupted, failed)
+    WHEN 'resume_finished' THEN json_array(interrupted, failed) END AS k1,
   CASE type WHEN 'order_planned' THEN json_array(worker, sku, quantity, deadline_s,
       listed_price, sale_price, face_value)
     WHEN 'order_attempt' THEN method WHEN 'order_error' THEN status
@@ -142,6 +148,7 @@ def build(run_dir: Path) -> R.RunTables:
             if handle.read(1) != b"\n":
                 raise Unsupported(f"{shard.name} ends with a torn line")
     manifest = R.load_manifest(run_dir)
+    signature = E.shards_signature(run_dir)  # before the read, as run_complete takes it
     with tempfile.TemporaryDirectory(prefix="trialbench-fold-") as spill:
         # a database file, not memory: its tables can leave memory past the limit
         con = duckdb.connect(str(Path(spill) / "fold.duckdb"),
@@ -149,7 +156,11 @@ def build(run_dir: Path) -> R.RunTables:
                                      "preserve_insertion_order": True})
         try:
             con.execute("SET enable_progress_bar = false")
-            return _build(con, run_dir, shards, manifest)
+            tables = _build(con, run_dir, shards, manifest)
+            # the scan read every line: keep whether the run finished, so the first
+            # analysis need not read the log again (harness.events.run_complete)
+            E.keep_completion(run_dir, signature, _complete(con))
+            return tables
         finally:
             con.close()
 
@@ -159,7 +170,7 @@ def _build(con: Any, run_dir: Path, shards: list[Path],
     run_id = run_dir.name
     columns = {"t": "DOUBLE", "type": "VARCHAR", "intended_at": "DOUBLE",
                "delivered_seen_at": "DOUBLE", **{name: "JSON" for name in _FIELDS}}
-    wanted = ", ".join(f"'{k}'" for k in (*_BULK, *_RARE))
+    wanted = ", ".join(f"'{k}'" for k in (*_BULK, *_RARE, *_MARKS))
     scans = [f"""SELECT {i} AS shard, rn, t, type, coalesce(supplier::VARCHAR, '""') AS ksup,
                  coalesce(client_order_id::VARCHAR, '""') AS kcid, supplier IS NULL AS nosup,
                  client_order_id IS NULL AS nocid, k1::VARCHAR AS k1, k2::VARCHAR AS k2,
@@ -217,6 +228,17 @@ def _build(con: Any, run_dir: Path, shards: list[Path],
     codes = _codes(con, run_id, money)
     timeline = _timeline(con, run_id, rare)
     return R._assemble(run_id, manifest, orders, codes, money, timeline)
+
+
+def _complete(con: Any) -> bool:
+    """:func:`harness.events.completion` of the run's start and finish events."""
+    rows = con.sql(f"""SELECT t, type, k1 FROM ev
+                       WHERE type IN ({", ".join(f"'{k}'" for k in _MARKS)})""").fetchall()
+    marks = []
+    for t, kind, flags in rows:
+        interrupted, failed = _loads(flags) if flags is not None else (None, None)
+        marks.append({"t": t, "type": kind, "interrupted": interrupted, "failed": failed})
+    return E.completion(marks)
 
 
 def _rare_events(con: Any, shards: list[Path]) -> list[tuple[dict[str, Any], dict[str, Any]]]:

@@ -19,7 +19,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness import tables_columnar
-from harness.events import EventOrderError, read_events, stream_events
+from harness.events import (
+    COMPLETE_STAMP,
+    EventOrderError,
+    read_events,
+    run_complete,
+    stream_events,
+)
 from harness.results import (
     MONEY_COLUMNS,
     SCHEMAS,
@@ -299,3 +305,27 @@ def test_logs_the_columnar_fold_cannot_read_fall_back(tmp_path: Path,
     with pytest.raises(tables_columnar.Unsupported):
         tables_columnar.build(spaced)
     _assert_same_tables(spaced, columnar=False)
+
+
+@pytest.mark.parametrize("finish", ["base", None, {}, {"interrupted": True},
+                                    {"failed": "boom"}, {"interrupted": 0, "failed": ""}])
+def test_the_columnar_fold_keeps_whether_the_run_finished(tmp_path: Path, finish: Any) -> None:
+    """The columnar fold keeps the answer run_complete gives by reading the log (finished,
+    resumed and never finished, interrupted or failed), so the first analysis does not
+    read the log again."""
+    run = _burst_log(tmp_path)  # it ends with burst_finished
+    lines = [] if finish == "base" else [{"t": 130.0, "type": "burst_finished"},
+                                         {"t": 130.0, "type": "run_resumed"}]
+    if isinstance(finish, dict):  # the tie above is broken as run_complete breaks it
+        lines.append({"t": 131.0, "type": "resume_finished", **finish})
+    with (run / "events.jsonl").open("a") as handle:
+        handle.writelines(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+    stamp = run / COMPLETE_STAMP
+    assert not stamp.exists()
+    tables_columnar.build(run)
+    kept = json.loads(stamp.read_text())
+    stamp.unlink()
+    assert kept["complete"] == run_complete(run)  # read from the log, as before the fold
+    assert kept == json.loads(stamp.read_text())
+    assert kept["complete"] is (finish == "base" or finish == {}
+                                or (isinstance(finish, dict) and not any(finish.values())))
