@@ -329,3 +329,22 @@ def test_the_columnar_fold_keeps_whether_the_run_finished(tmp_path: Path, finish
     assert kept == json.loads(stamp.read_text())
     assert kept["complete"] is (finish == "base" or finish == {}
                                 or (isinstance(finish, dict) and not any(finish.values())))
+
+
+def test_epoch_times_with_ties_in_a_shard_match(tmp_path: Path) -> None:
+    """The hand-written burst moved to epoch times (ties within a shard, so the shards are
+    read again with line numbers) gives the reference builder's tables."""
+    (tmp_path / "plain").mkdir()
+    plain = _burst_log(tmp_path / "plain")
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "manifest.json").write_text(json.dumps({"run_id": "moved"}))
+    times = ("t", "intended_at", "started_at", "posted_at", "t0", "delivered_seen_at")
+    for shard in plain.glob("events*.jsonl"):
+        events = [json.loads(line) for line in shard.read_text().splitlines()]
+        for event in events:
+            event.update({k: event[k] + 1_790_000_000 for k in times
+                          if isinstance(event.get(k), float | int)})
+        (moved / shard.name).write_text(
+            "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events))
+    _assert_same_tables(moved)
