@@ -90,3 +90,17 @@ def test_compact_duplicate_index_is_compact() -> None:
     finally:
         tracemalloc.stop()
     assert per_code < 50, per_code
+
+
+def test_a_presized_duplicate_index_never_grows_while_placing() -> None:
+    """Sized for the worker's expected codes, the index allocates nothing more (no rehash
+    mid-burst) while they come, answers as the plain one, and still grows past them."""
+    hashes = [code_hash(b"k", f"S{i}") for i in range(6000)]
+    plain, index = DuplicateIndex(), CompactDuplicateIndex(expected=3000)
+    size = len(index._used)
+    assert size * 3 >= 3000 * 4
+    answers = [index.see(h) for h in hashes[:3000] + hashes[:10]]
+    assert len(index._used) == size  # every expected code fitted without growing
+    assert answers == [plain.see(h) for h in hashes[:3000] + hashes[:10]]
+    assert [index.see(h) for h in hashes[3000:]] == [None] * 3000  # more than expected
+    assert len(index._used) > size

@@ -304,7 +304,7 @@ class BurstWorker:
         code_key = load_code_key(root) if root is not None and root.is_dir() else \
             os.environ.get("TRIALBENCH_CODE_KEY", "").encode() or os.urandom(32)
         duplicates = CompactDuplicateIndex(earlier_code_hashes(root) if root is not None
-                                           else ())
+                                           else (), expected=len(share) * plan.quantity)
         sides = supplier_sides(scenario, plan, log=self.log, budget=self.budget,
                                worker=self.id, code_key=code_key, duplicates=duplicates)
         for config in scenario.suppliers:
