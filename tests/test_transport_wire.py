@@ -1,10 +1,12 @@
-"""The trial transport sends a request's head and body in one write, as http.client does,
-and keeps answering normally around it (real sockets on 127.0.0.1)."""
+"""What the transports put on the wire (real sockets on 127.0.0.1): the trial's sends a
+request's head and body in one write, as http.client does; neither keeps cookies."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -13,7 +15,8 @@ import pytest
 from harness.drivers.base import HttpRequest
 from harness.run.async_transport import AsyncTransport, OneSendStream
 
-ANSWER = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}"
+ANSWER = (b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nContent-Type: application/json\r\n"
+          b"Set-Cookie: session=abc; Path=/\r\n\r\n{}")
 
 
 class FirstRead:
@@ -89,3 +92,39 @@ def test_a_body_past_the_hold_limit_still_goes_whole(server: FirstRead) -> None:
 
     assert asyncio.run(run()) == 201
     assert len(server.first_reads) == 1
+
+
+GEVENT = """
+import sys
+from locust.contrib.fasthttp import FastHttpSession
+from locust.event import EventHook
+from harness.drivers.base import HttpRequest
+from harness.run.gevent_transport import send_request
+session = FastHttpSession(base_url=None, request_event=EventHook(), user=None,
+                          network_timeout=5, connection_timeout=5, max_retries=0)
+for _ in range(3):
+    answer = send_request(session, HttpRequest("GET", sys.argv[1] + "/v1/orders/x", {}),
+                          "get")
+    assert answer.status == 201, answer
+"""
+
+
+@pytest.mark.parametrize("transport", ["async", "gevent"])
+def test_no_transport_keeps_a_suppliers_cookies(server: FirstRead, transport: str) -> None:
+    """A supplier that sets a cookie never gets it back, from trials or bursts alike, so
+    both measure it as a merchant's stateless API client would."""
+    if transport == "gevent":
+        done = subprocess.run([sys.executable, "-c", GEVENT, server.url], capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+    else:
+        async def run() -> None:
+            transport_ = AsyncTransport(5.0)
+            for _ in range(3):
+                answer = await transport_.send(HttpRequest("GET", f"{server.url}/v1/o", {}))
+                assert answer.status == 201
+            await transport_.aclose()
+
+        asyncio.run(run())
+    assert len(server.first_reads) == 3
+    assert not any(b"\r\ncookie:" in first.lower() for first in server.first_reads)
