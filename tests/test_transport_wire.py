@@ -1,5 +1,5 @@
-"""What the transports put on the wire (real sockets on 127.0.0.1): the trial's sends a
-request's head and body in one write, as http.client does; neither keeps cookies."""
+"""What the transports put on the wire (real sockets on 127.0.0.1): neither keeps a
+supplier's cookies."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from collections.abc import Iterator
 import pytest
 
 from harness.drivers.base import HttpRequest
-from harness.run.async_transport import AsyncTransport, OneSendStream
+from harness.run.async_transport import AsyncTransport
 
 ANSWER = (b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nContent-Type: application/json\r\n"
           b"Set-Cookie: session=abc; Path=/\r\n\r\n{}")
 
 
 class FirstRead:
-    """A keep-alive server that answers every request and records, per request, what its
-    first recv() held, after giving a second segment time to arrive apart."""
+    """A keep-alive server that answers every request with a cookie and records the
+    start of each request (its first recv())."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -53,45 +53,6 @@ class FirstRead:
 @pytest.fixture
 def server() -> Iterator[FirstRead]:
     yield FirstRead()
-
-
-def test_head_and_body_arrive_in_one_segment(server: FirstRead) -> None:
-    """Each POST's head and body reach the supplier in its first read (httpcore alone
-    wrote them in two sends), and each answer is read whole on the kept-alive connection."""
-    body = b'{"client_order_id": "one-send", "sku": "card-10", "quantity": 1}'
-
-    async def run() -> list[int]:
-        transport = AsyncTransport(5.0)
-        statuses = []
-        for _ in range(5):
-            answer = await transport.send(HttpRequest(
-                "POST", f"{server.url}/v1/orders", {"Content-Type": "application/json"},
-                body, read_only=False))
-            statuses.append(answer.status)
-            assert answer.body == b"{}" and answer.transport_error is None, answer
-        await transport.aclose()
-        return statuses
-
-    assert asyncio.run(run()) == [201] * 5
-    assert len(server.first_reads) == 5
-    for first in server.first_reads:
-        assert first.startswith(b"POST /v1/orders HTTP/1.1\r\n") and first.endswith(body)
-
-
-def test_a_body_past_the_hold_limit_still_goes_whole(server: FirstRead) -> None:
-    """A body larger than what the connection holds back is written as it comes and the
-    supplier gets all of it and answers."""
-    body = b"x" * (3 * OneSendStream.HOLD_BYTES + 17)
-
-    async def run() -> int:
-        transport = AsyncTransport(5.0)
-        answer = await transport.send(HttpRequest("POST", f"{server.url}/v1/orders", {},
-                                                  body, read_only=False))
-        await transport.aclose()
-        return answer.status
-
-    assert asyncio.run(run()) == 201
-    assert len(server.first_reads) == 1
 
 
 GEVENT = """

@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import ssl
 import time
 import zlib
-from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpcore
 import httpx
@@ -139,8 +137,7 @@ class AsyncTransport:
                                         "write": timeout_s, "pool": timeout_s}}
         self._pool = httpcore.AsyncConnectionPool(
             max_connections=max_connections, max_keepalive_connections=max_connections,
-            keepalive_expiry=KEEPALIVE_EXPIRY_S, http1=True, http2=False, retries=0,
-            network_backend=OneSendBackend())
+            keepalive_expiry=KEEPALIVE_EXPIRY_S, http1=True, http2=False, retries=0)
 
     async def send(self, request: HttpRequest) -> HttpResponse:
         """One attempt; status 0 when there was no answer. Never raises for the network or
@@ -185,67 +182,6 @@ class AsyncTransport:
 
     async def aclose(self) -> None:
         await self._pool.aclose()
-
-
-class OneSendStream(httpcore.AsyncNetworkStream):
-    """A connection that holds what is written until the next read, so a request's head
-    and body leave in one send, as ``http.client`` sends them (and most merchants'
-    clients). httpcore writes them apart: two sends, and on loopback a supplier woken
-    twice per request, about 0.5 ms of every latency the trial measured
-    (``bench/latency_50ms.py``). A client reads after every request, so nothing stays
-    held; past :data:`HOLD_BYTES` it is written at once. What was held when the
-    connection closes unread was never sent (a request given up before its answer)."""
-
-    HOLD_BYTES = 1 << 16
-
-    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
-        self._stream = stream
-        self._held = b""
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._held += buffer
-        if len(self._held) >= self.HOLD_BYTES:
-            await self._flush(timeout)
-
-    async def _flush(self, timeout: float | None) -> None:
-        if self._held:
-            data, self._held = self._held, b""
-            await self._stream.write(data, timeout)
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        await self._flush(timeout)
-        return await self._stream.read(max_bytes, timeout)
-
-    async def aclose(self) -> None:
-        self._held = b""
-        await self._stream.aclose()
-
-    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
-        await self._flush(timeout)
-        return OneSendStream(await self._stream.start_tls(ssl_context, server_hostname,
-                                                          timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
-
-
-class OneSendBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's own network backend (anyio), its connections as :class:`OneSendStream`."""
-
-    def __init__(self) -> None:
-        self._backend = httpcore.AnyIOBackend()
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None
-                          ) -> httpcore.AsyncNetworkStream:
-        return OneSendStream(await self._backend.connect_tcp(
-            host, port, timeout=timeout, local_address=local_address,
-            socket_options=socket_options))
-
-    async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
 
 
 KEEPALIVE_EXPIRY_S = 5.0
