@@ -115,9 +115,9 @@ class RunFolder:
         if self._plain is not None:
             self._plain.close()
         write_tables(self.path, build_tables(self.path))
-        # the log is final now: find and keep whether the run completed (a byte search for
-        # its start and finish lines, seconds at a million orders), so rank and report
-        # answer it from a few stat calls instead of each reading the whole log again
+        # the log is final now: keep whether the run completed, so rank and report answer
+        # it from a few stat calls (the columnar build has kept it already; after the
+        # streaming fold this is a byte search for the start and finish lines)
         run_complete(self.path)
 
     def __enter__(self) -> RunFolder:

@@ -23,9 +23,6 @@ MAX_LOG_BYTES = 4_000_000_000
 """Logs larger than this go to the streaming fold: within :data:`MEMORY_LIMIT` the columnar
 fold was measured on logs up to 2.26 GB (1M orders, 10 suppliers), and a failed attempt
 would cost its time twice."""
-PARALLEL_SCAN = True
-"""Read the shards side by side (one thread each) before merging them."""
-
 _BULK = ("order_planned", "order_attempt", "order_accepted", "order_observed", "order_error",
          "order_final", "schedule_slip", "code_checked")
 """Event types folded in DuckDB; each line's fields are read by name in one scan."""
@@ -170,7 +167,7 @@ def _build(con: Any, run_dir: Path, shards: list[Path],
     run_id = run_dir.name
     columns = {"t": "DOUBLE", "type": "VARCHAR", "intended_at": "DOUBLE",
                "delivered_seen_at": "DOUBLE", **{name: "JSON" for name in _FIELDS}}
-    wanted = ", ".join(f"'{k}'" for k in (*_BULK, *_RARE, *_MARKS))
+    wanted = ", ".join(f"'{k}'" for k in dict.fromkeys((*_BULK, *_RARE, *_MARKS)))
     scans = [f"""SELECT {i} AS shard, rn, t, type, coalesce(supplier::VARCHAR, '""') AS ksup,
                  coalesce(client_order_id::VARCHAR, '""') AS kcid, supplier IS NULL AS nosup,
                  client_order_id IS NULL AS nocid, k1::VARCHAR AS k1, k2::VARCHAR AS k2,
@@ -183,7 +180,7 @@ def _build(con: Any, run_dir: Path, shards: list[Path],
                    ('"success"', '"partial"', '"refunded"'))"""  # the timeline's only use
              for i, shard in enumerate(shards)]
     # a shard's line numbers need a single-threaded scan of it: the shards are read side by
-    # side, one thread each, into tables of the shared in-memory database
+    # side, one thread each, into tables of the fold's database
     def read(i: int) -> None:
         cursor = con.cursor()
         try:
@@ -191,21 +188,15 @@ def _build(con: Any, run_dir: Path, shards: list[Path],
         finally:
             cursor.close()
 
-    if PARALLEL_SCAN:
-        with ThreadPoolExecutor(max_workers=min(len(scans), os.cpu_count() or 1)) as pool:
-            list(pool.map(read, range(len(scans))))
-            union = " UNION ALL ".join(f"SELECT * FROM shard{i}" for i in range(len(scans)))
-    else:
-        union = " UNION ALL ".join(scans)
+    with ThreadPoolExecutor(max_workers=min(len(scans), os.cpu_count() or 1)) as pool:
+        list(pool.map(read, range(len(scans))))
+    union = " UNION ALL ".join(f"SELECT * FROM shard{i}" for i in range(len(scans)))
     con.execute("SET preserve_insertion_order = false")  # the order is seq's from here on
     unkeyed = con.sql(f"SELECT count(*) FILTER (WHERE seq IS NULL) FROM ({union})").fetchall()
-    if PARALLEL_SCAN and not unkeyed[0][0]:  # every event has its key: no sort needed
+    if not unkeyed[0][0]:  # every event has its key: no sort needed
         con.execute(f"CREATE VIEW ev AS {union}")
-    else:  # a time outside the key's range: number the events by sorting them all
-        con.execute(f"""CREATE TABLE ev AS SELECT * EXCLUDE (seq),
-            row_number() OVER (ORDER BY t, shard, rn) AS seq FROM ({union})""")
-        for i in range(len(scans) if PARALLEL_SCAN else 0):
-            con.execute(f"DROP TABLE shard{i}")
+    else:
+        _number_by_sorting(con, union, len(scans))
     bad_t, starts = con.sql("""SELECT count(*) FILTER (WHERE t IS NULL OR isnan(t)),
         count(*) FILTER (WHERE type = 'burst_started') FROM ev""").fetchall()[0]
     if bad_t:
@@ -228,6 +219,15 @@ def _build(con: Any, run_dir: Path, shards: list[Path],
     codes = _codes(con, run_id, money)
     timeline = _timeline(con, run_id, rare)
     return R._assemble(run_id, manifest, orders, codes, money, timeline)
+
+
+def _number_by_sorting(con: Any, union: str, shards: int) -> None:
+    """The events as table ``ev``, seq numbered by sorting them all on (t, shard, line):
+    for a log with a time outside :func:`_seq_key`'s range."""
+    con.execute(f"""CREATE TABLE ev AS SELECT * EXCLUDE (seq),
+        row_number() OVER (ORDER BY t, shard, rn) AS seq FROM ({union})""")
+    for i in range(shards):
+        con.execute(f"DROP TABLE shard{i}")
 
 
 def _complete(con: Any) -> bool:

@@ -331,9 +331,15 @@ def test_the_columnar_fold_keeps_whether_the_run_finished(tmp_path: Path, finish
                                 or (isinstance(finish, dict) and not any(finish.values())))
 
 
-def test_epoch_times_with_ties_in_a_shard_match(tmp_path: Path) -> None:
-    """The hand-written burst moved to epoch times (ties within a shard, so the shards are
-    read again with line numbers) gives the reference builder's tables."""
+def test_epoch_times_with_ties_in_a_shard_match(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hand-written burst moved to epoch times (ties within and across shards) is put
+    in log order by the key computed in the scan, with no sort, and gives the reference
+    builder's tables; at its own small times it takes the sorting path."""
+    sorted_logs: list[int] = []
+    sort = tables_columnar._number_by_sorting
+    monkeypatch.setattr(tables_columnar, "_number_by_sorting",
+                        lambda *args: (sorted_logs.append(1), sort(*args)))
     (tmp_path / "plain").mkdir()
     plain = _burst_log(tmp_path / "plain")
     moved = tmp_path / "moved"
@@ -348,3 +354,6 @@ def test_epoch_times_with_ties_in_a_shard_match(tmp_path: Path) -> None:
         (moved / shard.name).write_text(
             "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events))
     _assert_same_tables(moved)
+    assert not sorted_logs
+    tables_columnar.build(plain)
+    assert sorted_logs == [1]
