@@ -78,7 +78,7 @@ def main() -> None:
     with start_simulator(FLEET) as sim, tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, **fleet_env(load_fleet(FLEET), sim.url)}
         rows = {"bare keep-alive": bare(sim.url),
-                "trial (httpx)": run("trial", env, Path(tmp) / "trial"),
+                "trial": run("trial", env, Path(tmp) / "trial"),
                 "burst (Locust)": run("burst", env, Path(tmp) / "burst")}
     for name, values in rows.items():
         print(json.dumps({"client": name, "n": len(values),

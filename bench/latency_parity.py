@@ -6,8 +6,9 @@ Against ``tests/stall_server.py`` (50 ms fixed delay, loopback) in both modes, `
 connection per client and reports p50/p99 of the full response time (request sent to last
 body byte), the median time to headers and the median header-to-body gap.
 
-Clients: ``bare`` (``http.client.HTTPConnection`` reused: the reference), ``httpx``
-(``httpx.AsyncClient``, trust_env=False, as the trial transport), ``fast1`` (Locust
+Clients: ``bare`` (``http.client.HTTPConnection`` reused: the reference), ``trial`` (the
+trial's own transport, ``AsyncTransport``: h11 over asyncio, quick ACKs only), ``httpx``
+(``httpx.AsyncClient``, trust_env=False, the trial's client before), ``fast1`` (Locust
 ``FastHttpSession`` with concurrency=1, as a burst user's own client) and ``fast200``
 (``FastHttpSession(concurrency=200)``, as the burst's shared follow-up session). Each
 client runs in its own subprocess (Locust monkey-patches with gevent); the servers run in
@@ -58,7 +59,7 @@ from bench.stall_detect_sketch import (  # noqa: E402
 
 TIMEOUT_S = 5.0
 TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)  # Linux only
-CLIENTS = ("bare", "httpx", "fast1", "fast200")
+CLIENTS = ("bare", "trial", "httpx", "fast1", "fast200")
 ACKS = ("default", "quick", "quickhook", "delayed")
 PATH = "/v1/orders"
 BODY = b'{"client_order_id": "parity-1", "sku": "card-10", "quantity": 1}'
@@ -258,6 +259,50 @@ def run_httpx(url: str, ack: str, n: int, gap_s: float, warmup: int) -> list[lis
     return asyncio.run(main())
 
 
+# --- the trial's own transport ----------------------------------------------------------
+
+def run_trial(url: str, ack: str, n: int, gap_s: float, warmup: int) -> list[list[float]]:
+    """``harness.run.async_transport.AsyncTransport`` as trials use it (it always ACKs at
+    once: ``ack`` must be ``quick``). Reads are marked through its ``set_quickack``, which
+    it calls after every read; the first write is marked at the call's start."""
+    import asyncio
+
+    from harness.drivers.base import HttpRequest
+    from harness.run import async_transport
+
+    if ack != "quick":
+        raise SystemExit("the trial transport always ACKs at once: --acks quick")
+    marks = WireMarks()
+    ack_now = async_transport.set_quickack
+
+    def marked(sock: object) -> None:
+        marks.read()
+        ack_now(sock)
+
+    async_transport.set_quickack = marked
+
+    async def main() -> list[list[float]]:
+        transport = async_transport.AsyncTransport(TIMEOUT_S)
+        out = []
+        for i in range(warmup + n):
+            marks.reset()
+            start = time.perf_counter()
+            marks.wrote()
+            reply = await transport.send(HttpRequest("POST", url + PATH, HEADERS, BODY,
+                                                     read_only=False))
+            end = time.perf_counter()
+            if reply.status != 200:
+                raise RuntimeError(f"bad answer {reply.status} {reply.transport_error}")
+            if i >= warmup:
+                out.append(marks.sample(start, end))
+            if gap_s:
+                await asyncio.sleep(gap_s)
+        await transport.aclose()
+        return out
+
+    return asyncio.run(main())
+
+
 # --- Locust FastHttpSession (gevent) ----------------------------------------------------
 
 def fasthttp_wire(session: Any, ack: str = "quick", marks: WireMarks | None = None) -> Any:
@@ -363,6 +408,8 @@ def child(args: argparse.Namespace) -> None:
     gap_s = args.gap_ms / 1000
     if args.client == "bare":
         samples = run_bare(args.url, args.ack, args.n, gap_s, args.warmup)
+    elif args.client == "trial":
+        samples = run_trial(args.url, args.ack, args.n, gap_s, args.warmup)
     elif args.client == "httpx":
         samples = run_httpx(args.url, args.ack, args.n, gap_s, args.warmup)
     else:
@@ -424,7 +471,8 @@ def main() -> None:
             for gap_ms in spacings:
                 for client in args.clients.split(","):
                     for ack in args.acks.split(","):
-                        if ack == "quickhook" and client != "httpx":
+                        if (ack == "quickhook" and client != "httpx") \
+                                or (client == "trial" and ack != "quick"):
                             continue
                         n = min(args.n, args.probe_n) if ack == "delayed" else args.n
                         cmd = [sys.executable, __file__, "--child", client, "--url", server.url,

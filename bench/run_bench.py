@@ -326,7 +326,7 @@ def bench_latency(table: Table, smoke: bool) -> None:
         if bare is None:
             table.add("fixed 50 ms endpoint", f"FAILED: {done['err'][-200:]}")
         else:
-            for client in ("trial (httpx)", "burst (Locust)"):
+            for client in ("trial", "burst (Locust)"):
                 row = rows.get(client)
                 if row is None:
                     continue
@@ -337,7 +337,7 @@ def bench_latency(table: Table, smoke: bool) -> None:
     bench_stall(table, smoke)
     n = "10" if smoke else "100"
     done = _timed([PY, str(HERE / "latency_parity.py"), "--n", n, "--clients",
-                   "bare,httpx,fast1", "--acks", "quick", "--spacings", "100"], timeout=600)
+                   "bare,trial,fast1", "--acks", "quick", "--spacings", "100"], timeout=600)
     rows = [r for r in _json_lines(done["out"]) if "server" in r and "error" not in r]
     if not rows:
         table.add("split-write server", f"FAILED: {done['err'][-200:]}")
@@ -345,9 +345,9 @@ def bench_latency(table: Table, smoke: bool) -> None:
     for server in ("split", "unsplit"):
         parts = {r["client"]: r for r in rows if r["server"] == server}
         text = ", ".join(f"{c} {parts[c].get('p50_ms', float('nan')):.1f}"
-                         for c in ("bare", "httpx", "fast1") if c in parts)
+                         for c in ("bare", "trial", "fast1") if c in parts)
         table.add(f"{server}-write 50 ms server, p50 ms by client (quick ACK)", text,
-                  "trial (httpx) = burst (fast1)")
+                  "trial = burst (fast1)")
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """The driver interface: one set of operations, canonical data, no I/O.
 
 A driver turns an operation into an :class:`HttpRequest` and an :class:`HttpResponse`
-into canonical data (or a :class:`Failure`). A transport sends the request: httpx in
+into canonical data (or a :class:`Failure`). A transport sends the request: h11 over asyncio in
 trials, Locust's gevent client in bursts. So a dialect is written once and spoken by both.
 
 Per-order trouble is data, not exceptions: every ``parse_*`` returns either the
@@ -59,8 +59,8 @@ class HttpRequest:
 
 NOT_SENT = "not_sent"
 """``transport_error`` prefix for a request that certainly never reached the supplier:
-httpx raised ``ConnectError`` (TCP connect or TLS handshake failed), which happens before any
-byte of the request is written. A write that was not sent bought nothing."""
+the TCP connect or the TLS handshake failed, which happens before any byte of the
+request is written. A write that was not sent bought nothing."""
 
 
 @dataclass(frozen=True, slots=True)

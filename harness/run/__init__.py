@@ -3,7 +3,7 @@
 - :mod:`~harness.run.lifecycle`: the sans-I/O life of an order, a refund, a balance
   read, a catalog read and a code check: what to send next, and what an answer means.
 - :mod:`~harness.run.budget`: the spending cap and the per-supplier retry budget.
-- :mod:`~harness.run.trial`: trials, driven by asyncio and httpx
+- :mod:`~harness.run.trial`: trials, driven by asyncio and h11
   (:mod:`~harness.run.async_transport`), with the callback receiver
   (:mod:`~harness.run.callbacks`).
 - :mod:`~harness.run.schedule`, :mod:`~harness.run.worker`, :mod:`~harness.run.burst`:

@@ -1,5 +1,5 @@
-"""The trial executor's I/O: httpx's async connection pool (httpcore), and the loop that
-drives a lifecycle.
+"""The trial executor's I/O: keep-alive HTTP/1.1 (h11 over asyncio streams), and the
+loop that drives a lifecycle.
 
 :class:`AsyncTransport` never raises for what a supplier does: a timeout or a refused
 connection comes back as an :class:`HttpResponse` with status 0 and ``transport_error``
@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
+import ssl
 import time
 import zlib
+from collections.abc import Iterable
 from typing import TypeVar
 
-import httpcore
+import certifi
+import h11
 import httpx
 
 from harness.drivers.base import NOT_SENT, HttpRequest, HttpResponse
@@ -107,85 +111,202 @@ class CappedBody:
         return b"".join(self._parts)
 
 
-class AsyncTransport:
-    """One pool of keep-alive connections for a whole trial: httpx's own (httpcore's
-    ``AsyncConnectionPool``, its HTTP/1.1 parser and sockets), without httpx's client
-    layer on top.
+class _Connection:
+    """One keep-alive HTTP/1.1 connection: asyncio's streams and an h11 state machine."""
 
-    The client layer (URL merging, cookies, auth and redirect flows, event hooks, its
-    ``Response``) cost about 2 ms of CPU per request on this 2-core machine, 5.4 against
-    3.1 ms for the pool alone and 0.9 for a bare ``http.client`` (``bench/latency_50ms.py``):
-    time the harness added to every latency it measured. The URL is still parsed by
-    ``httpx.URL`` and the headers are httpx's defaults, so suppliers see the same request.
+    __slots__ = ("h11", "idle_since", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self.idle_since = 0.0
+
+    def reusable(self, now: float) -> bool:
+        """Idle, not expired, and the server has neither closed it nor sent anything
+        unasked (which would otherwise be read as the next request's answer)."""
+        if now - self.idle_since >= KEEPALIVE_EXPIRY_S or self.reader.at_eof() \
+                or self.writer.is_closing() or len(getattr(self.reader, "_buffer", b"")):
+            return False
+        sock = self.writer.get_extra_info("socket")
+        try:  # a close or bytes the loop has not read yet (as httpcore checks its sockets)
+            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        except (OSError, ValueError, AttributeError):
+            return False
+        return not readable
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class AsyncTransport:
+    """Keep-alive HTTP/1.1 for a whole trial: h11 (httpx's own parser, under httpcore)
+    over asyncio's streams, with httpx's URL parsing and default headers, so suppliers see
+    the request httpx would send.
+
+    Why not httpx's pool: on this 2-core machine httpcore's ``AsyncConnectionPool`` (with
+    anyio's locks, cancel scopes and checkpoints on every read and write) cost 2.66 ms of
+    CPU per request against 0.57 for asyncio's own streams, and that CPU is time the
+    harness added to every latency it measured (``bench/latency_50ms.py``). httpx's client
+    layer on top had cost another 2 ms before it was dropped.
 
     Each request has a total deadline of ``timeout_s`` (connecting, sending, waiting and
-    reading the whole body: a body trickled a byte at a time cannot hold it longer) and a
-    body cap of ``max_body_bytes``. Redirects are never followed (the pool has no
-    redirect logic), no proxy is taken from the environment (it reads none). An answer
-    whose headers came but whose body did not, whole, keeps its status with
-    ``transport_error`` set (``timeout``, ``body_too_large``, ``bad_encoding``,
-    ``body_error:<name>``) and an empty body: the lifecycle treats it as unreadable (a
-    write's outcome is unknown)."""
+    reading the whole body: a body trickled a byte at a time cannot hold it longer), a
+    header cap of :data:`MAX_HEADER_BYTES` and a body cap of ``max_body_bytes``. Redirects
+    are never followed, no proxy is taken from the environment, no cookie is kept. At most
+    ``max_connections`` requests are in flight; an idle connection is reused only while it
+    is fresh and quiet (:meth:`_Connection.reusable`). An answer whose headers came but
+    whose body did not, whole, keeps its status with ``transport_error`` set
+    (``timeout``, ``body_too_large``, ``bad_encoding``, ``body_error:<name>``) and an
+    empty body: the lifecycle treats it as unreadable (a write's outcome is unknown). Only
+    a failed connect (TCP or TLS) is ``not_sent:ConnectError``: no byte had left."""
 
     def __init__(self, timeout_s: float, max_connections: int = 200, *,
-                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
+                 max_body_bytes: int = MAX_BODY_BYTES, tls: ssl.SSLContext | None = None
+                 ) -> None:
+        """``tls``: how https suppliers are verified (default: certifi's CA bundle, as
+        httpx verifies them)."""
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
         self._timeout_s = timeout_s
         self._max_body_bytes = max_body_bytes
-        self._extensions = {"timeout": {"connect": timeout_s, "read": timeout_s,
-                                        "write": timeout_s, "pool": timeout_s}}
-        self._pool = httpcore.AsyncConnectionPool(
-            max_connections=max_connections, max_keepalive_connections=max_connections,
-            keepalive_expiry=KEEPALIVE_EXPIRY_S, http1=True, http2=False, retries=0)
+        self._max_connections = max_connections
+        self._slots: asyncio.Semaphore | None = None
+        self._idle: dict[tuple[bytes, bytes, int], list[_Connection]] = {}
+        self._busy: set[_Connection] = set()
+        self._tls = tls
 
     async def send(self, request: HttpRequest) -> HttpResponse:
         """One attempt; status 0 when there was no answer. Never raises for the network or
         for what the supplier sends."""
         start = time.perf_counter()
-        status, headers = 0, httpx.Headers()
+        status: int = 0
+        headers: dict[str, str] = {}
 
         def done(body: bytes = b"", error: str | None = None) -> HttpResponse:
             return HttpResponse(status, headers, body, (time.perf_counter() - start) * 1000,
                                 error)
 
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._max_connections)
+        conn: _Connection | None = None
+        phase = "connect"
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._timeout_s), self._slots:
                 url = httpx.URL(request.url)
                 content = request.body or b""
-                async with self._pool.stream(
-                        request.method, httpcore.URL(scheme=url.raw_scheme, host=url.raw_host,
-                                                     port=url.port, target=url.raw_path),
-                        headers=_request_headers(url, request, content), content=content,
-                        extensions=self._extensions) as reply:
-                    status, headers = reply.status, httpx.Headers(reply.headers)
-                    stream = reply.extensions.get("network_stream")
-                    if stream is not None:  # ACK at once: a body sent apart is not held
-                        set_quickack(stream.get_extra_info("socket"))
-                    body = CappedBody(self._max_body_bytes, headers.get("content-encoding"))
-                    body.expect(headers.get("content-length"))
-                    async for chunk in reply.aiter_stream():
-                        body.feed(chunk)
-        except (TimeoutError, httpcore.TimeoutException):
+                key = (url.raw_scheme, url.raw_host, url.port or DEFAULT_PORTS[url.scheme])
+                conn = self._take_idle(key)
+                if conn is None:
+                    conn = await self._connect(key)
+                self._busy.add(conn)
+                phase = "write"
+                wire = conn.h11
+                data = wire.send(h11.Request(method=request.method.encode("ascii"),
+                                             target=url.raw_path,
+                                             headers=_request_headers(url, request, content)))
+                if content:
+                    data += wire.send(h11.Data(data=content))
+                data += wire.send(h11.EndOfMessage())
+                conn.writer.write(data)
+                await conn.writer.drain()
+                phase = "read"
+                body: CappedBody | None = None
+                while True:
+                    event = wire.next_event()
+                    if event is h11.NEED_DATA:
+                        chunk = await conn.reader.read(READ_CHUNK)
+                        set_quickack(conn.writer.get_extra_info("socket"))
+                        wire.receive_data(chunk)
+                    elif isinstance(event, h11.Response):
+                        status, headers = event.status_code, _response_headers(event.headers)
+                        phase = "body"
+                        body = CappedBody(self._max_body_bytes, headers.get("content-encoding"))
+                        body.expect(headers.get("content-length"))
+                    elif isinstance(event, h11.Data):
+                        assert body is not None
+                        body.feed(bytes(event.data))
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                    elif isinstance(event, h11.ConnectionClosed):  # closed before an answer
+                        raise h11.RemoteProtocolError("server closed before answering")
+                    # InformationalResponse (1xx): wait for the real one
+                assert body is not None
+                self._release(key, conn)
+                conn = None
+                return done(body.body())
+        except TimeoutError:
             return done(error="timeout")
         except BodyError as exc:
             return done(error=exc.kind)
-        except httpcore.ConnectError as exc:  # connect/TLS failed: no byte of it was sent
-            return done(error=f"{NOT_SENT}:{type(exc).__name__}")
-        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
-                httpcore.ProxyError) as exc:
+        except (OSError, h11.RemoteProtocolError, asyncio.IncompleteReadError) as exc:
+            if phase == "connect":  # TCP or TLS failed: no byte of the request was sent
+                return done(error=f"{NOT_SENT}:ConnectError")
+            name = "RemoteProtocolError" if isinstance(exc, h11.RemoteProtocolError) \
+                else {"write": "WriteError"}.get(phase, "ReadError")
             kind = "connect_error" if status == 0 else "body_error"
-            return done(error=f"{kind}:{type(exc).__name__}")
+            return done(error=f"{kind}:{name}")
         except Exception as exc:  # a transport bug must be data, not a dead trial
             return done(error=f"transport_error:{type(exc).__name__}")
-        return done(body.body())
+        finally:
+            if conn is not None:  # not released whole: never reused
+                self._busy.discard(conn)
+                conn.close()
+
+    def _take_idle(self, key: tuple[bytes, bytes, int]) -> _Connection | None:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if conn.reusable(now):
+                return conn
+            conn.close()
+        return None
+
+    async def _connect(self, key: tuple[bytes, bytes, int]) -> _Connection:
+        scheme, host, port = key
+        tls: ssl.SSLContext | None = None
+        if scheme == b"https":
+            if self._tls is None:
+                self._tls = ssl.create_default_context(cafile=certifi.where())
+            tls = self._tls
+        reader, writer = await asyncio.open_connection(
+            host.decode("ascii"), port, ssl=tls, limit=READ_CHUNK)
+        return _Connection(reader, writer)
+
+    def _release(self, key: tuple[bytes, bytes, int], conn: _Connection) -> None:
+        """Back to the idle list if both sides may go on, else closed."""
+        self._busy.discard(conn)
+        wire = conn.h11
+        if wire.our_state is h11.DONE and wire.their_state is h11.DONE \
+                and not wire.trailing_data[0]:  # bytes past the answer: not ours to read
+            wire.start_next_cycle()
+            conn.idle_since = time.monotonic()
+            self._idle.setdefault(key, []).append(conn)
+        else:
+            conn.close()
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        conns = [c for idle in self._idle.values() for c in idle] + list(self._busy)
+        self._idle.clear()
+        self._busy.clear()
+        for conn in conns:
+            conn.close()
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                await conn.writer.wait_closed()
 
 
 KEEPALIVE_EXPIRY_S = 5.0
 """An idle connection is closed after this long (httpx's default)."""
+
+MAX_HEADER_BYTES = 100 * 1024
+"""The most bytes of status line and headers an answer may have (httpcore's h11 limit)."""
+
+READ_CHUNK = 64 * 1024
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 _DEFAULT_HEADERS = (("Accept", "*/*"), ("Accept-Encoding", "identity"),
                     ("Connection", "keep-alive"),
@@ -206,6 +327,16 @@ def _request_headers(url: httpx.URL, request: HttpRequest, content: bytes
     if "content-length" not in own and "transfer-encoding" not in own and (
             content or request.method.upper() in ("POST", "PUT", "PATCH")):
         out.append((b"Content-Length", str(len(content)).encode()))
+    return out
+
+
+def _response_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Names lower-cased, as the burst transport gives them; a repeated header's values
+    joined with ``, `` (as ``httpx.Headers.get`` does). Latin-1, as HTTP/1.1 allows."""
+    out: dict[str, str] = {}
+    for name, value in raw:
+        key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+        out[key] = f"{out[key]}, {text}" if key in out else text
     return out
 
 

@@ -78,7 +78,7 @@ class _QuickAckClientPool(HTTPClientPool):
 
 
 def quick_ack(session: FastHttpSession) -> FastHttpSession:
-    """Make ``session``'s sockets acknowledge at once, as the trial's httpx client does,
+    """Make ``session``'s sockets acknowledge at once, as the trial's transport does,
     so both modes measure the supplier's latency the same way.
 
     geventhttpclient has no public hook for its sockets: this swaps the session's client

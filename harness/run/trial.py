@@ -8,7 +8,7 @@ refunds that never came back are measured.
 
 Every rule of an order, a refund, a read and a code check is in
 :mod:`harness.run.lifecycle`; this module only orders the work of a trial and drives the
-lifecycle with httpx (:func:`harness.run.async_transport.drive`). Nothing here raises
+lifecycle over asyncio (:func:`harness.run.async_transport.drive`). Nothing here raises
 for what a supplier does: it is all events.
 """
 
