@@ -90,7 +90,7 @@ def write_run(out: Path, orders: int, suppliers: int, workers: int = 2, rate_per
         t += lat
         ev.append((t, f'{{"t":{t!r},"type":"order_accepted",{key},"supplier_order_id":'
                    f'"S{s_idx:02d}{i:09d}","status":201,"state":"submitted","unit_price":"{price}",'
-                   f'"amount":"{price}","via":"post"}}\n'))
+                   f'"amount":"{price}","via":"post","answered_at":{t - 0.0004!r}}}\n'))
         ev.append((t + 0.0001, f'{{"t":{t + 0.0001!r},"type":"order_observed",{key},'
                    f'"state":"submitted","updated_at":"2026-11-27T01:53:08.019000+00:00",'
                    f'"source":"post"}}\n'))

@@ -277,8 +277,9 @@ def build_tables(run_dir: Path) -> RunTables:
             errors[key].append(event)
         elif kind == "order_accepted" and key in orders:
             row = orders[key]
-            if row["accepted_at"] is None:
-                row["accepted_at"] = event["t"]
+            if row["accepted_at"] is None:  # the answer's arrival (the line's time before)
+                answered = event.get("answered_at")
+                row["accepted_at"] = answered if answered is not None else event["t"]
             row["supplier_order_id"] = event["supplier_order_id"]
         elif kind == "order_final" and key in orders:
             row = orders[key]
@@ -453,8 +454,9 @@ class _TimelineBuilder:
             self.accepted.add(key)
             self.cells[(supplier, self._second(event["t"]))]["accepted"] += 1
             intended = self.intended[key]
+            answered = event.get("answered_at")  # the answer's arrival (the line's before)
             self.acceptance[(supplier, self._second(intended))].append(
-                (event["t"] - intended) * 1000)
+                ((answered if answered is not None else event["t"]) - intended) * 1000)
         elif kind == "order_observed" and key not in self.delivered \
                 and event.get("state") in ("success", "partial", "refunded"):
             self.delivered.add(key)

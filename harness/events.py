@@ -76,11 +76,23 @@ def format_event(type_: str, fields: dict[str, Any]) -> str:
     return event_line(type_, fields)[:-1].decode()
 
 
-def accepted_fields(order: Order, status: int, via: str) -> dict[str, Any]:
-    """Fields of ``order_accepted`` (see :mod:`harness.results`), trials and bursts alike."""
-    return {"supplier_order_id": order.supplier_order_id, "status": status,
-            "state": order.state.value, "unit_price": order.unit_price,
-            "amount": order.amount, "via": via}
+def accepted_fields(order: Order, status: int, via: str,
+                    answered_at: float | None = None) -> dict[str, Any]:
+    """Fields of ``order_accepted`` (see :mod:`harness.results`), trials and bursts alike;
+    ``answered_at`` only when an answer taught it (not a callback)."""
+    fields = {"supplier_order_id": order.supplier_order_id, "status": status,
+              "state": order.state.value, "unit_price": order.unit_price,
+              "amount": order.amount, "via": via}
+    if answered_at is not None:
+        fields["answered_at"] = answered_at
+    return fields
+
+
+def accepted_time(event: Mapping[str, Any]) -> float:
+    """When an ``order_accepted`` event's answer arrived: ``answered_at``, else (a callback,
+    or a log from before it was kept) when the line was written."""
+    answered = event.get("answered_at")
+    return float(answered) if answered is not None else float(event["t"])
 
 
 def final_fields(order: Order | None, state: str, delivered_seen_at: float | None,

@@ -15,7 +15,8 @@ Events the tables are built from (fields beyond ``t``/``type``):
 - ``order_error``: supplier, client_order_id, kind, status, phase (place, resolve or
   follow).
 - ``order_accepted``: supplier, client_order_id, status (201 or 200), supplier_order_id,
-  state, unit_price, amount, via (post, or get after an unknown outcome).
+  state, unit_price, amount, via (post, or get after an unknown outcome), answered_at (when
+  that answer arrived whole, stamped by the transport; absent when a callback told it).
 - ``order_observed``: supplier, client_order_id, state, updated_at, source (post, poll,
   callback).
 - ``order_final``: supplier, client_order_id, state, last_state, amount, unit_price,
@@ -69,6 +70,7 @@ import pandas as pd
 from harness.errors import ResultsError
 from harness.events import (
     EventOrderError,
+    accepted_time,
     error_bucket,
     format_error_counts,
     is_supplier_error,
@@ -90,7 +92,7 @@ ORDERS_COLUMNS: dict[str, str] = {
     "sku": "product ordered",
     "quantity": "units ordered",
     "intended_at": "when the order was scheduled to be sent (UTC timestamp)",
-    "accepted_at": "when the harness learned it was accepted (UTC timestamp; NaT if never)",
+    "accepted_at": "when the answer showing it accepted arrived (UTC timestamp; NaT if never)",
     "final_at": "when following stopped (UTC timestamp)",
     "acceptance_ms": "accepted_at - intended_at, milliseconds (NaN if never accepted)",
     "delivery_ms": "first sight of delivery - intended_at, milliseconds (NaN if not delivered)",
@@ -513,7 +515,7 @@ def _fold(run_dir: Path, events: Iterable[dict[str, Any]]) -> RunTables:
         elif kind == "order_accepted" and key in slots:
             slot = slots[key]
             if np.isnan(num["accepted_at"][slot]):
-                num["accepted_at"][slot] = event["t"]
+                num["accepted_at"][slot] = accepted_time(event)
             obj["supplier_order_id"][slot] = event["supplier_order_id"]
         elif kind == "order_final" and key in slots:
             orders.final(slots[key], event)
@@ -683,7 +685,7 @@ class _TimelineBuilder:
             self.cells[(supplier, self._second(event["t"]))]["accepted"] += 1
             intended = self.intended[key]
             self.acceptance[(supplier, self._second(intended))].append(
-                (event["t"] - intended) * 1000)
+                (accepted_time(event) - intended) * 1000)
         elif kind == "order_observed" and key not in self.delivered \
                 and event.get("state") in ("success", "partial", "refunded"):
             self.delivered.add(key)

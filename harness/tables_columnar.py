@@ -40,7 +40,8 @@ _FIELDS = ("supplier", "client_order_id", "mode", "worker", "sku", "quantity", "
            "expires_at", "pattern_ok", "duplicate_of", "face_value_ok", "expiry_ok",
            "issuer_status", "verdict", "interrupted", "failed")
 """Fields read as JSON text (decoded in Python once per distinct text, so every value is the
-one json.loads gives); t, intended_at and delivered_seen_at are read as doubles."""
+one json.loads gives); t, intended_at, delivered_seen_at and answered_at are read as
+doubles."""
 
 _PACKED = """
   CASE type WHEN 'order_planned' THEN mode WHEN 'order_attempt' THEN attempt
@@ -62,7 +63,7 @@ _PACKED = """
       expected_face_value, issuer_face_value, pattern_ok, duplicate_of, face_value_ok,
       expiry_ok, issuer_status, verdict) END AS k4,
   CASE type WHEN 'order_planned' THEN intended_at WHEN 'order_final' THEN delivered_seen_at
-    END AS d"""
+    WHEN 'order_accepted' THEN coalesce(answered_at, t) END AS d"""
 """Each event type's fields packed into a few columns (k1..k4, d), so the table stays narrow."""
 
 
@@ -166,7 +167,8 @@ def _build(con: Any, run_dir: Path, shards: list[Path],
            manifest: dict[str, Any]) -> R.RunTables:
     run_id = run_dir.name
     columns = {"t": "DOUBLE", "type": "VARCHAR", "intended_at": "DOUBLE",
-               "delivered_seen_at": "DOUBLE", **{name: "JSON" for name in _FIELDS}}
+               "delivered_seen_at": "DOUBLE", "answered_at": "DOUBLE",
+               **{name: "JSON" for name in _FIELDS}}
     wanted = ", ".join(f"'{k}'" for k in dict.fromkeys((*_BULK, *_RARE, *_MARKS)))
     scans = [f"""SELECT {i} AS shard, rn, t, type, coalesce(supplier::VARCHAR, '""') AS ksup,
                  coalesce(client_order_id::VARCHAR, '""') AS kcid, supplier IS NULL AS nosup,
@@ -338,13 +340,13 @@ def _orders(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, An
              fin AS (SELECT o.idx, max(e.seq) AS last
                      FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
                      WHERE e.type = 'order_final' AND e.seq > o.last_seq GROUP BY o.idx)
-        SELECT o.ksup, o.kcid, o.mode, o.rest, o.intended, a1.t AS accepted_at,
+        SELECT o.ksup, o.kcid, o.mode, o.rest, o.intended, a1.d AS accepted_at,
                CASE WHEN acc.idx IS NULL THEN '""' ELSE a2.k1 END AS soid,
                f.t AS final_at, f.d AS seen,
                CASE WHEN fin.idx IS NULL THEN '"unknown"' ELSE f.k1 END AS state,
                f.k2 AS frest
         FROM o LEFT JOIN acc ON o.idx = acc.idx
-             LEFT JOIN (SELECT seq, t FROM ev WHERE type = 'order_accepted') a1
+             LEFT JOIN (SELECT seq, d FROM ev WHERE type = 'order_accepted') a1
                  ON a1.seq = acc.first
              LEFT JOIN (SELECT seq, k1 FROM ev WHERE type = 'order_accepted') a2
                  ON a2.seq = acc.last
@@ -467,7 +469,7 @@ def _timeline(con: Any, run_id: str,
     # when no order was planned twice (a burst never re-plans; a resume might)
     join = "ASOF JOIN" if replans[0][0] else "JOIN"
     con.execute(f"""CREATE TABLE m AS
-        WITH tev AS (SELECT ksup, kcid, seq, type, t, k1, k2 FROM ev
+        WITH tev AS (SELECT ksup, kcid, seq, type, t, k1, k2, d FROM ev
                      WHERE seq > {known["seq"]} AND type IN ('order_attempt',
                      'order_accepted', 'order_observed', 'order_error', 'schedule_slip',
                      'order_final'))
@@ -494,7 +496,7 @@ def _timeline(con: Any, run_id: str,
            GROUP BY ALL""", "sent")
     con.execute("""CREATE TABLE acc AS SELECT ksup, kcid, min(seq) AS aseq,
                    arg_min(sec, seq) AS sec, arg_min(isec, seq) AS isec,
-                   arg_min((t - intended) * 1000, seq) AS ms
+                   arg_min((d - intended) * 1000, seq) AS ms
                    FROM m WHERE type = 'order_accepted' GROUP BY ksup, kcid""")
     add("SELECT ksup, sec, count(*) FROM acc GROUP BY ALL", "accepted")
     latencies = con.sql("SELECT ksup, isec, list(ms) FROM acc GROUP BY ALL").fetchall()

@@ -151,6 +151,19 @@ def test_accepted_order_is_final_with_what_it_took() -> None:
         "order_accepted")
 
 
+def test_acceptance_is_timed_by_the_answers_arrival() -> None:
+    """The accepted event carries when the transport had the answer whole
+    (``answered_at``), so acceptance latency leaves out the harness's own reading of it;
+    an answer without that stamp (a callback's) has none."""
+    stamped = placed("success")
+    stamped = HttpResponse(stamped.status, stamped.headers, stamped.body,
+                           received_at=T0 + 0.0525)
+    _state, _life, _script, log = run_order([("place", stamped)])
+    assert log.of("order_accepted")[0]["answered_at"] == T0 + 0.0525
+    _state, _life, _script, log = run_order([("place", placed("success"))])
+    assert "answered_at" not in log.of("order_accepted")[0]
+
+
 def test_refusal_is_final_failed_and_releases_the_reservation() -> None:
     """A 409 out_of_stock is a refusal: final failed at once, nothing reserved, no GET."""
     state, life, script, log = run_order([("place", err(409, "out_of_stock"))])

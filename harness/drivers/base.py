@@ -78,6 +78,9 @@ class HttpResponse:
     body: bytes
     elapsed_ms: float = 0.0
     transport_error: str | None = None
+    received_at: float | None = None
+    """When the answer was in whole (``time.time()``), stamped by the transport as it
+    arrives: latencies then exclude the harness's own reading of it. None: no answer."""
 
 
 @dataclass(frozen=True, slots=True)

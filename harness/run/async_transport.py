@@ -186,7 +186,7 @@ class AsyncTransport:
 
         def done(body: bytes = b"", error: str | None = None) -> HttpResponse:
             return HttpResponse(status, headers, body, (time.perf_counter() - start) * 1000,
-                                error)
+                                error, time.time() if status else None)
 
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max_connections)

@@ -230,7 +230,7 @@ def send_request(session: FastHttpSession, request: HttpRequest, name: str, *,
                 reply.success()
             else:
                 reply.failure(problem or f"HTTP {status}")
-            return HttpResponse(status, headers, body, elapsed_ms(), problem)
+            return HttpResponse(status, headers, body, elapsed_ms(), problem, time.time())
     except gevent.Timeout as fired:
         if fired is not deadline:
             raise

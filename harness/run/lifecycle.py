@@ -429,8 +429,9 @@ class OrderLife:
         side = self.side
         self.accepted = True
         side.write("order_accepted", client_order_id=self.client_order_id,
-                   **accepted_fields(order, response.status, via))
-        side.count("accepted", (side.clock() - self.intended_at) * 1000)
+                   **accepted_fields(order, response.status, via, response.received_at))
+        answered = response.received_at if response.received_at is not None else side.clock()
+        side.count("accepted", (answered - self.intended_at) * 1000)
         self.offer(order, {"post": "post", "callback": "callback"}.get(via, "poll"))
 
     def _attempt(self, attempt: int, method: str, purpose: str) -> None:
