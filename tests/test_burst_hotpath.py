@@ -1,11 +1,14 @@
 """The burst worker's hot path (issue 13): event lines written by orjson read back as
-``json.dumps`` wrote them, and the compact duplicate index answers as the plain one."""
+``json.dumps`` wrote them, the compact duplicate index answers as the plain one, and the
+precise waker wakes every order at its time, never before."""
 
 from __future__ import annotations
 
 import json
 import math
 import random
+import subprocess
+import sys
 import tracemalloc
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -104,3 +107,44 @@ def test_a_presized_duplicate_index_never_grows_while_placing() -> None:
     assert answers == [plain.see(h) for h in hashes[:3000] + hashes[:10]]
     assert [index.see(h) for h in hashes[3000:]] == [None] * 3000  # more than expected
     assert len(index._used) > size
+
+
+WAKER = r"""
+from gevent import monkey; monkey.patch_all()
+import json, random, time
+import gevent
+from harness.run.gevent_transport import PreciseWaker
+waker = PreciseWaker()
+early, late, woken = [], [], []
+def one(at):
+    waker.sleep_until(at)
+    now = time.time()
+    (early if now < at else late).append(now - at)
+    woken.append(at)
+start = time.time()
+ats = [start + random.uniform(-0.01, 0.3) for _ in range(300)]
+gevent.joinall([gevent.spawn(one, at) for at in ats])
+# close() ends the thread: whoever still waits (or comes later) wakes on time all the same
+def after_close(at):
+    waker.sleep_until(at)
+    (early if time.time() < at else late).append(time.time() - at)
+now = time.time()
+waiting = [gevent.spawn(after_close, now + d) for d in (0.052, 0.06, 0.3)]
+gevent.sleep(0.05)
+waker.close()
+waiting.append(gevent.spawn(after_close, time.time() + 0.1))
+closed = gevent.joinall(waiting, timeout=5)
+print(json.dumps({"early": len(early), "woken": len(woken),
+                  "closed": len(closed), "worst_late_s": max(late)}))
+"""
+
+
+def test_precise_waker_wakes_each_at_its_time_never_before() -> None:
+    """300 greenlets sleeping until random times (some past) all wake, none before its
+    time; after close() (a worker ending) those still
+    waiting and later ones still wake, never early; the hub ends with nothing left."""
+    done = subprocess.run([sys.executable, "-c", WAKER], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["early"] == 0 and got["woken"] == 300 and got["closed"] == 4

@@ -15,6 +15,7 @@ for what a supplier does: it is all events.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import time
@@ -320,6 +321,10 @@ async def run_trial_async(scenario: Scenario, folder: RunFolder, *,
                                max_body_bytes=plan.max_body_bytes)
     progress = TrialProgress([s.name for s in scenario.suppliers], plan.orders_per_supplier,
                              enabled=show_progress, names=scenario_names(scenario))
+    # everything alive now (modules, the scenario) lives as long as the run: out of the
+    # cyclic GC's sight, as in burst workers, so a full collection mid-trial is short and
+    # does not land in an answer's latency
+    gc.freeze()
     try:
         await TrialRun(scenario, folder, transport, progress, past).run()
     finally:

@@ -70,7 +70,13 @@ from harness.run.async_transport import MAX_BODY_BYTES
 from harness.run.budget import Budget, Budgets, RetryBudget, fair_share
 from harness.run.callbacks import GeventCallbackReceiver, RawCallback, acknowledged
 from harness.run.duplicates import CompactDuplicateIndex
-from harness.run.gevent_transport import drive, harden, quick_ack, send_request
+from harness.run.gevent_transport import (
+    PreciseWaker,
+    drive,
+    harden,
+    quick_ack,
+    send_request,
+)
 from harness.run.lifecycle import OrderLife, Rules, Send, SupplierSide, callback_supplier
 from harness.run.schedule import Arrival, build_schedule
 from harness.runfolder import earlier_code_hashes
@@ -272,6 +278,7 @@ class BurstWorker:
         self.request_event: Any = environment.events.request
         self.receiver: GeventCallbackReceiver | None = None
         self._loops: list[gevent.Greenlet] = []
+        self._waker: PreciseWaker | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -406,9 +413,10 @@ class BurstWorker:
         assert plan is not None
         intended = self.t0 + arrival.at_s
         try:
-            delay = intended - time.time()
-            if delay > 0:
-                gevent.sleep(delay)
+            if intended > time.time():
+                if self._waker is None:
+                    self._waker = PreciseWaker()
+                self._waker.sleep_until(intended)
             if self.stopping:
                 self.unissued[supplier.name] += 1
                 return
@@ -599,6 +607,8 @@ class BurstWorker:
         """Stop the loops and the receiver; send what is left; close the shard."""
         for loop in self._loops:
             loop.kill(block=False)
+        if self._waker is not None:
+            self._waker.close()
         if self.receiver is not None:
             self.receiver.stop(timeout=1)
         self._flush()
