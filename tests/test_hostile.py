@@ -89,16 +89,13 @@ if kind == "async":
         return before
     before = asyncio.run(main())
 else:
-    from locust.contrib.fasthttp import FastHttpSession
-    from locust.event import EventHook
-    from harness.run.gevent_transport import send_request
-    session = FastHttpSession(base_url=None, request_event=EventHook(), user=None,
-                              network_timeout=1.5, connection_timeout=1.5, max_retries=0)
+    from harness.run.gevent_transport import GeventTransport
+    transport = GeventTransport(1.5)
     before = rss_kb()
     for mode, method, path, cap in CASES:
         start = time.perf_counter()
-        record(mode, cap, send_request(session, request(mode, method, path), mode,
-                                       max_body_bytes=cap), start)
+        record(mode, cap, transport.send(request(mode, method, path), mode,
+                                         max_body_bytes=cap), start)
 print(json.dumps({"results": results, "rss_growth_kb": rss_kb() - before}))
 '''
 

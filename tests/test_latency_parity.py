@@ -62,17 +62,14 @@ def _httpx_ms(url: str) -> float:
 
 GEVENT_CLIENT = """
 import statistics, sys, time
-from locust.contrib.fasthttp import FastHttpSession
-from locust.event import EventHook
 from harness.drivers.base import HttpRequest
-from harness.run.gevent_transport import quick_ack, send_request
-session = quick_ack(FastHttpSession(base_url=None, request_event=EventHook(), user=None,
-                                    network_timeout=5, connection_timeout=5, max_retries=0))
+from harness.run.gevent_transport import GeventTransport
+transport = GeventTransport(5.0)
 times = []
 for _ in range(int(sys.argv[2])):
     start = time.perf_counter()
-    response = send_request(session, HttpRequest("POST", sys.argv[1] + "/v1/orders", {},
-                                                 b"{}", read_only=False), "x")
+    response = transport.send(HttpRequest("POST", sys.argv[1] + "/v1/orders", {}, b"{}",
+                                          read_only=False), "x")
     assert response.status == 200, response
     times.append((time.perf_counter() - start) * 1000)
 print(statistics.median(times[2:]))

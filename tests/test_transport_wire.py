@@ -1,14 +1,16 @@
 """What the transports put on the wire (real sockets on 127.0.0.1): neither keeps a
-supplier's cookies."""
+supplier's cookies, and both verify an https supplier's certificate."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -57,23 +59,25 @@ def server() -> Iterator[FirstRead]:
 
 GEVENT = """
 import sys
-from locust.contrib.fasthttp import FastHttpSession
 from locust.event import EventHook
 from harness.drivers.base import HttpRequest
-from harness.run.gevent_transport import send_request
-session = FastHttpSession(base_url=None, request_event=EventHook(), user=None,
-                          network_timeout=5, connection_timeout=5, max_retries=0)
+from harness.run.gevent_transport import GeventTransport
+seen = []  # what Locust's statistics would get (its web UI): name, failure
+event = EventHook()
+event.add_listener(lambda name, exception, **_: seen.append((name, exception)))
+transport = GeventTransport(5.0, request_event=event)
 for _ in range(3):
-    answer = send_request(session, HttpRequest("GET", sys.argv[1] + "/v1/orders/x", {}),
-                          "get")
+    answer = transport.send(HttpRequest("GET", sys.argv[1] + "/v1/orders/x", {}), "get")
     assert answer.status == 201, answer
+assert seen == [("get", None)] * 3, seen
 """
 
 
 @pytest.mark.parametrize("transport", ["async", "gevent"])
 def test_no_transport_keeps_a_suppliers_cookies(server: FirstRead, transport: str) -> None:
     """A supplier that sets a cookie never gets it back, from trials or bursts alike, so
-    both measure it as a merchant's stateless API client would."""
+    both measure it as a merchant's stateless API client would (and a burst's requests
+    reach Locust's statistics, by name, when they are kept)."""
     if transport == "gevent":
         done = subprocess.run([sys.executable, "-c", GEVENT, server.url], capture_output=True,
                               text=True, timeout=60, check=False)
@@ -89,3 +93,84 @@ def test_no_transport_keeps_a_suppliers_cookies(server: FirstRead, transport: st
         asyncio.run(run())
     assert len(server.first_reads) == 3
     assert not any(b"\r\ncookie:" in first.lower() for first in server.first_reads)
+
+
+GEVENT_TLS = """
+import json, ssl, sys
+from harness.drivers.base import HttpRequest
+from harness.run.gevent_transport import GeventTransport
+url, cafile = sys.argv[1], sys.argv[2]
+trusted = GeventTransport(5.0, tls=ssl.create_default_context(cafile=cafile))
+default = GeventTransport(5.0)
+answers = [trusted.send(HttpRequest("GET", url + "/v1/balance", {}), "get") for _ in range(2)]
+untrusted = default.send(HttpRequest("GET", url + "/v1/balance", {}), "get")
+print(json.dumps({"trusted": [[a.status, a.body.decode()] for a in answers],
+                  "untrusted": [untrusted.status, untrusted.transport_error]}))
+"""
+
+
+def test_bursts_verify_https_suppliers_as_trials_do(tmp_path: Path) -> None:
+    """The burst transport verifies an https supplier's certificate, as the trial's does
+    (Locust's FastHttpSession, used before, skipped the check by default): a trusted one
+    is asked over one keep-alive TLS connection, an untrusted one gets no request."""
+    from test_async_transport import Scripted, answer, read_request, self_signed
+
+    server_tls, _client = self_signed(tmp_path)
+
+    def handler(conn: socket.socket, number: int) -> None:
+        while read_request(conn) is not None:
+            conn.sendall(answer(b'{"tls": true}'))
+
+    server = Scripted(handler, server_tls)
+    try:
+        done = subprocess.run([sys.executable, "-c", GEVENT_TLS, server.url,
+                               str(tmp_path / "cert.pem")], capture_output=True, text=True,
+                              timeout=60, check=False)
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["trusted"] == [[201, '{"tls": true}']] * 2
+    assert got["untrusted"][0] == 0 and got["untrusted"][1].startswith("connect_error:")
+    assert server.connections == 2  # the trusted one kept alive, the untrusted one refused
+
+
+GEVENT_POST = """
+import json, sys
+from harness.drivers.base import HttpRequest
+from harness.run.gevent_transport import GeventTransport
+transport = GeventTransport(5.0)
+answer = transport.send(HttpRequest("POST", sys.argv[1] + "/v1/orders", {}, b'{"c": 1}',
+                                    read_only=False), "post")
+print(json.dumps([answer.status, answer.transport_error]))
+"""
+
+
+@pytest.mark.parametrize("transport", ["async", "gevent"])
+def test_a_post_whose_connection_dies_is_sent_once(transport: str) -> None:
+    """A supplier that takes a POST and closes the connection without answering gets it
+    once: neither transport sends it again (its outcome is unknown; the lifecycle asks)."""
+    from test_async_transport import Scripted, post, read_request, send_all
+
+    posts: list[bytes] = []
+
+    def hang_up(conn: socket.socket, number: int) -> None:
+        head = read_request(conn)
+        if head is not None:
+            posts.append(head.split(b"\r\n")[0])
+
+    server = Scripted(hang_up)
+    try:
+        if transport == "gevent":
+            done = subprocess.run([sys.executable, "-c", GEVENT_POST, server.url],
+                                  capture_output=True, text=True, timeout=60, check=False)
+            assert done.returncode == 0, done.stderr[-2000:]
+            status, error = json.loads(done.stdout.strip().splitlines()[-1])
+        else:
+            (answer,) = send_all(AsyncTransport(5.0), [post(server.url)])
+            status, error = answer.status, answer.transport_error
+    finally:
+        server.close()
+    assert status == 0 and error.startswith("connect_error:"), error
+    assert posts == [b"POST /v1/orders HTTP/1.1"]
+    assert server.connections == 1

@@ -58,9 +58,7 @@ from typing import Any, TextIO
 import gevent
 from ddsketch import DDSketch
 from locust import LoadTestShape
-from locust.contrib.fasthttp import FastHttpSession
 from locust.env import Environment
-from locust.event import EventHook
 from locust.runners import MasterRunner, Runner
 from rich.console import Console, Group
 from rich.live import Live
@@ -73,7 +71,7 @@ from harness.events import format_error_counts
 from harness.processes import stop_process
 from harness.results import burst_error_text
 from harness.run.budget import Budget
-from harness.run.gevent_transport import drive, harden
+from harness.run.gevent_transport import GeventTransport, drive
 from harness.run.lifecycle import order_prefix
 from harness.run.schedule import (
     Schedule,
@@ -337,11 +335,8 @@ class BalanceReader:
         self.sides = supplier_sides(scenario, plan, log=folder.log, budget=Budget(Decimal(0)),
                                     worker="master")
         self.active = {a.supplier for a in schedule.arrivals}
-        self.session = harden(FastHttpSession(
-            base_url=None, request_event=EventHook(),  # type: ignore[no-untyped-call]
-            user=None, network_timeout=plan.request_timeout_s,
-            connection_timeout=plan.request_timeout_s, max_retries=0,
-            concurrency=len(self.sides)), max_body_bytes=plan.max_body_bytes)
+        self.session = GeventTransport(plan.request_timeout_s, len(self.sides),
+                                       max_body_bytes=plan.max_body_bytes)
 
     def read(self, phase: str) -> None:
         jobs = [gevent.spawn(drive, self.session, side.read_balance(phase), label=name)

@@ -1,13 +1,14 @@
-"""The burst executor's I/O: Locust's gevent client, and the loop that drives a lifecycle.
+"""The burst executor's I/O: geventhttpclient (the client under Locust's FastHttpSession),
+a precise waker for scheduled starts, and the loop that drives a lifecycle.
 
-Imports Locust (gevent): only the burst modules import this.
+Imports gevent: only the burst modules import this.
 
-:func:`send_request` sends a driver's request through a ``FastHttpSession`` (so Locust's
-own statistics and web UI see it, named ``"<supplier> <purpose>"``), never follows a
-redirect (:func:`harden`), ends each request within a total deadline, caps its body,
+:class:`GeventTransport` sends a driver's request with the trial's headers, never follows
+a redirect, keeps no cookie, ends each request within a total deadline, caps its body,
 and never raises for the network: no answer is status 0 with ``transport_error`` set.
-:func:`drive` runs one lifecycle generator (:mod:`harness.run.lifecycle`) in the calling
-greenlet.
+Locust's request statistics see each request only when given its ``events.request`` (its
+web UI); trialbench keeps its own. :func:`drive` runs one lifecycle generator
+(:mod:`harness.run.lifecycle`) in the calling greenlet.
 """
 
 from __future__ import annotations
@@ -15,23 +16,26 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import ssl
 import time
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import gevent
 import gevent.event
 import gevent.monkey
 import geventhttpclient.client
-from geventhttpclient.client import HTTPClientPool
+import httpx
+from geventhttpclient.client import HTTPClient
 from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
-from locust.contrib.fasthttp import FastHttpSession
 
 from harness.drivers.base import HttpRequest, HttpResponse
 from harness.run.async_transport import (
+    DEFAULT_PORTS,
     MAX_BODY_BYTES,
-    NO_COMPRESSION,
+    READ_CHUNK,
     BodyError,
     CappedBody,
+    _request_headers,
     set_quickack,
 )
 from harness.run.lifecycle import Send, Steps
@@ -62,6 +66,8 @@ _QUICK_POOLS: dict[type, type] = {}
 
 
 def _quick_pool_class(base: type) -> type:
+    """``base`` (a geventhttpclient connection pool class) wrapping each new socket in
+    :class:`_QuickAckSocket`, so trials and bursts measure a supplier's latency alike."""
     if base not in _QUICK_POOLS:
         def _create_socket(self: Any) -> Any:
             return _QuickAckSocket(base._create_socket(self))  # type: ignore[attr-defined]
@@ -69,34 +75,6 @@ def _quick_pool_class(base: type) -> type:
                                   {"_create_socket": _create_socket})
     return _QUICK_POOLS[base]
 
-
-class _QuickAckClientPool(HTTPClientPool):
-    """geventhttpclient's client pool whose connection pools wrap each new socket."""
-
-    def get_client(self, url: Any) -> Any:
-        client = super().get_client(url)
-        pool = getattr(client, "_connection_pool", None)
-        if pool is not None and type(pool) not in _QUICK_POOLS.values():
-            pool.__class__ = _quick_pool_class(type(pool))
-        return client
-
-
-def quick_ack(session: FastHttpSession) -> FastHttpSession:
-    """Make ``session``'s sockets acknowledge at once, as the trial's transport does,
-    so both modes measure the supplier's latency the same way.
-
-    geventhttpclient has no public hook for its sockets: this swaps the session's client
-    pool for one whose connection pools wrap each new socket (private attributes of
-    geventhttpclient 2.x; if they change, the session is left as it is).
-    """
-    agent: Any = getattr(session, "client", None)
-    pool = getattr(agent, "clientpool", None)
-    if pool is not None and hasattr(pool, "client_args"):
-        agent.clientpool = _QuickAckClientPool(**pool.client_args)
-    return session
-
-
-_ALL_STATUSES = frozenset(range(100, 1000))
 
 MAX_HEADER_BYTES = 64 * 1024
 """The most bytes of status line and headers an answer may have, as httpx (h11) allows
@@ -122,104 +100,95 @@ class _HeaderCappedResponse(HTTPSocketPoolResponse):
 geventhttpclient.client.HTTPSocketPoolResponse = _HeaderCappedResponse  # type: ignore[attr-defined]
 
 
-def harden(session: FastHttpSession, *, max_body_bytes: int | None = None) -> FastHttpSession:
-    """Make ``session`` safe for suppliers, once and for good: it never follows a redirect
-    (not only per request: Locust's ``allow_redirects=False`` swaps a shared attribute
-    for the time of one request, which concurrent greenlets race on), takes every status
-    as an answer whose body this module reads itself (with its cap), and caps bodies at
-    ``max_body_bytes`` (default: :data:`MAX_BODY_BYTES`, 1 MiB). It keeps no cookies, as
-    the trial transport keeps none, so trials and bursts ask a supplier the same way (and
-    the cookie jar's work, ~4% of a worker's CPU, leaves the hot path).
+class _Failed(Exception):
+    """What Locust's statistics record as a failed request."""
 
-    :func:`send_request` hardens every session it is given; call this to set the cap."""
-    agent: Any = session.client
-    agent.max_redirects = 0
-    agent.redirect_response_codes = frozenset()
-    agent.valid_response_codes = _ALL_STATUSES
-    agent.cookiejar = None
-    if max_body_bytes is not None:
+
+class GeventTransport:
+    """Keep-alive HTTP/1.1 for bursts: one geventhttpclient ``HTTPClient`` (its connection
+    pool of ``concurrency`` sockets) per host.
+
+    Why not Locust's ``FastHttpSession``, which wraps the same client: it skips the
+    certificate check of https suppliers by default (``insecure=True``), where trials
+    check it, and it sends its own headers. Here requests carry the trial transport's
+    headers (httpx's defaults) and https suppliers are verified (certifi's bundle, or
+    ``tls``), so a supplier is asked the same way in both modes. (Its layers were not
+    what a worker's CPU goes to: 2.60-2.71 against 2.62-2.69 ms per order at 350/s, three
+    alternating runs each of ``bench/burst_capacity.py --runs tb1 --at 350``.)
+
+    Each request ends within ``timeout_s`` (a ``gevent.Timeout`` over connecting, sending,
+    waiting and reading the body), its body is capped at ``max_body_bytes``, redirects are
+    never followed and no cookie is kept. A POST is never retried on a new connection
+    (geventhttpclient retries only idempotent methods after a broken send). An answer
+    whose body did not come whole keeps its status with ``transport_error`` set and an
+    empty body, as in the trial's transport. ``request_event`` (Locust's
+    ``events.request``) gets each request for Locust's statistics; None: no statistics."""
+
+    def __init__(self, timeout_s: float, concurrency: int = 1, *,
+                 max_body_bytes: int = MAX_BODY_BYTES, request_event: Any = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
-        session.trialbench_max_body_bytes = max_body_bytes  # type: ignore[attr-defined]
-    session.trialbench_hardened = True  # type: ignore[attr-defined]
-    return session
+        self.timeout_s = timeout_s
+        self.concurrency = concurrency
+        self.max_body_bytes = max_body_bytes
+        self.request_event = request_event
+        self._tls = tls
+        self._clients: dict[tuple[str, str, int], HTTPClient] = {}
 
+    def _client(self, url: httpx.URL) -> HTTPClient:
+        key = (url.scheme, url.host, url.port or DEFAULT_PORTS[url.scheme])
+        client = self._clients.get(key)
+        if client is None:
+            tls = self._tls
+            client = HTTPClient(
+                key[1], key[2], ssl=key[0] == "https",
+                ssl_context_factory=(lambda *_a, **_k: tls) if tls is not None else None,
+                concurrency=self.concurrency, connection_timeout=self.timeout_s,
+                network_timeout=self.timeout_s, block_size=READ_CHUNK)
+            pool = client._connection_pool
+            pool.__class__ = _quick_pool_class(type(pool))
+            self._clients[key] = client
+        return client
 
-def _network_timeout(session: FastHttpSession) -> float | None:
-    """The session's own network timeout (the plan's ``request_timeout_s``)."""
-    pool: Any = getattr(getattr(session, "client", None), "clientpool", None)
-    args = getattr(pool, "client_args", None) or {}
-    value = args.get("network_timeout")
-    return float(value) if value else None
+    def send(self, request: HttpRequest, name: str, *, timeout_s: float | None = None,
+             max_body_bytes: int | None = None) -> HttpResponse:
+        """One attempt, named ``name`` in Locust's statistics; never raises for the
+        network or for what the supplier sends."""
+        limit_s = timeout_s if timeout_s is not None else self.timeout_s
+        cap = max_body_bytes if max_body_bytes is not None else self.max_body_bytes
+        started_at, start = time.time(), time.perf_counter()
 
+        def elapsed_ms() -> float:
+            return (time.perf_counter() - start) * 1000
 
-def _read_body(reply: Any, cap: int, headers: dict[str, str]) -> bytes:
-    """The body of ``reply`` (a streamed response), read chunk by chunk up to ``cap``."""
-    stream: Any = getattr(reply, "_response", None)
-    body = CappedBody(cap, headers.get("content-encoding"))
-    if stream is None:
-        return b""
-    try:
-        body.expect(headers.get("content-length"))
-        while True:
-            chunk = stream.read(READ_CHUNK)
-            if not chunk:
-                return body.body()
-            body.feed(chunk)
-    finally:
-        stream.release()  # back to the pool if read whole, else the connection is closed
+        def timed_out() -> bool:
+            return elapsed_ms() >= limit_s * 1000 * 0.99
 
-
-READ_CHUNK = 64 * 1024
-
-
-def send_request(session: FastHttpSession, request: HttpRequest, name: str, *,
-                 timeout_s: float | None = None,
-                 max_body_bytes: int | None = None) -> HttpResponse:
-    """Send a driver's request through Locust's gevent client; never raises for the network
-    or for what the supplier sends.
-
-    The whole request (connecting, sending, waiting, reading the body) ends within
-    ``timeout_s`` (default: the session's network timeout): a ``gevent.Timeout`` covers it
-    all, not each read. The body is streamed and capped at ``max_body_bytes`` (default:
-    the cap given to :func:`harden`, else 1 MiB). Redirects are never followed. As in
-    the trial's transport, an answer whose body did not come whole keeps its status with
-    ``transport_error`` set and an empty body."""
-    if not getattr(session, "trialbench_hardened", False):
-        harden(session)
-    limit_s = timeout_s if timeout_s is not None else _network_timeout(session)
-    cap = max_body_bytes if max_body_bytes is not None else getattr(
-        session, "trialbench_max_body_bytes", MAX_BODY_BYTES)
-    start = time.perf_counter()
-
-    def elapsed_ms() -> float:
-        return (time.perf_counter() - start) * 1000
-
-    def timed_out() -> bool:
-        return limit_s is not None and elapsed_ms() >= limit_s * 1000 * 0.99
-
-    headers_out = {**NO_COMPRESSION, **dict(request.headers)}
-    deadline = gevent.Timeout(limit_s) if limit_s is not None else None
-    if deadline is not None:
+        deadline = gevent.Timeout(limit_s)
         deadline.start()
-    try:
-        with session.request(request.method, request.url, name=name,
-                             data=cast(Any, request.body or None), headers=headers_out,
-                             catch_response=True, allow_redirects=False, stream=True,
-                             max_redirects=0) as reply:
-            status = int(reply.status_code or 0)
-            if status == 0:
-                error = getattr(reply, "error", None)
-                reply.failure(f"no answer: {type(error).__name__}")
-                original = getattr(error, "original", None)
-                kind = "timeout" if timed_out() or isinstance(
-                    error, gevent.Timeout | TimeoutError) or isinstance(
-                    original, gevent.Timeout | TimeoutError) \
-                    else f"connect_error:{type(error).__name__}"
-                return HttpResponse(0, {}, b"", elapsed_ms(), kind)
-            headers = {str(k).lower(): str(v) for k, v in (reply.headers or {}).items()}
+        try:
+            try:
+                url = httpx.URL(request.url)
+                content = request.body or b""
+                client = self._client(url)
+                reply = client.request(
+                    request.method, url.raw_path.decode("ascii"), body=content,
+                    headers={name.decode("latin-1"): value.decode("latin-1")
+                             for name, value in _request_headers(url, request, content)})
+            except gevent.Timeout as fired:
+                if fired is not deadline:
+                    raise
+                return self._record(request, name, started_at,
+                                    HttpResponse(0, {}, b"", elapsed_ms(), "timeout"))
+            except Exception as exc:  # refused, reset, unparsable: no answer, as data
+                kind = "timeout" if timed_out() else f"connect_error:{type(exc).__name__}"
+                return self._record(request, name, started_at,
+                                    HttpResponse(0, {}, b"", elapsed_ms(), kind))
+            status, headers = int(reply.status_code or 0), {}
             problem: str | None = None
             try:
+                headers = _headers(reply.items())
                 body = _read_body(reply, cap, headers)
             except gevent.Timeout as fired:
                 if fired is not deadline:
@@ -230,21 +199,52 @@ def send_request(session: FastHttpSession, request: HttpRequest, name: str, *,
             except Exception as exc:  # cut off mid-body, unparsable framing, ...
                 body, problem = b"", "timeout" if timed_out() \
                     else f"body_error:{type(exc).__name__}"
-            if 200 <= status < 300 and problem is None:
-                reply.success()
-            else:
-                reply.failure(problem or f"HTTP {status}")
-            return HttpResponse(status, headers, body, elapsed_ms(), problem, time.time())
-    except gevent.Timeout as fired:
-        if fired is not deadline:
-            raise
-        return HttpResponse(0, {}, b"", elapsed_ms(), "timeout")
-    except Exception as exc:  # a transport bug must be data, not a dead greenlet
-        kind = "timeout" if timed_out() else f"connect_error:{type(exc).__name__}"
-        return HttpResponse(0, {}, b"", elapsed_ms(), kind)
-    finally:
-        if deadline is not None:
+            finally:
+                reply.release()  # back to the pool if read whole, else the connection closes
+            return self._record(request, name, started_at, HttpResponse(
+                status, headers, body, elapsed_ms(), problem, time.time()))
+        finally:
             deadline.cancel()
+
+    def _record(self, request: HttpRequest, name: str, started_at: float,
+                answer: HttpResponse) -> HttpResponse:
+        """Hand the request to Locust's statistics, if they are kept; the answer."""
+        if self.request_event is not None:
+            ok = 200 <= answer.status < 300 and answer.transport_error is None
+            self.request_event.fire(
+                request_type=request.method, name=name, response_time=answer.elapsed_ms,
+                response_length=len(answer.body), response=None, context={},
+                exception=None if ok else _Failed(
+                    answer.transport_error or f"HTTP {answer.status}"),
+                start_time=started_at, url=request.url)
+        return answer
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            with contextlib.suppress(Exception):
+                client.close()
+        self._clients.clear()
+
+
+def _headers(items: Any) -> dict[str, str]:
+    """Names lower-cased, a repeated header's values joined with ``, `` (as the trial's
+    transport gives them)."""
+    out: dict[str, str] = {}
+    for name, value in items:
+        key, text = str(name).lower(), str(value)
+        out[key] = f"{out[key]}, {text}" if key in out else text
+    return out
+
+
+def _read_body(reply: Any, cap: int, headers: dict[str, str]) -> bytes:
+    """The body of ``reply`` (a pooled response), read chunk by chunk up to ``cap``."""
+    body = CappedBody(cap, headers.get("content-encoding"))
+    body.expect(headers.get("content-length"))
+    while True:
+        chunk = reply.read(READ_CHUNK)
+        if not chunk:
+            return body.body()
+        body.feed(chunk)
 
 
 class PreciseWaker:
@@ -344,22 +344,18 @@ class PreciseWaker:
             event.set()
 
 
-def drive(session: FastHttpSession, steps: Steps[T], *, label: str,
-          news: gevent.event.Event | None = None, first: HttpResponse | None = None,
-          max_body_bytes: int | None = None) -> T:
+def drive(transport: GeventTransport, steps: Steps[T], *, label: str,
+          news: gevent.event.Event | None = None, first: HttpResponse | None = None) -> T:
     """Run ``steps`` to its end in this greenlet; its return value.
 
     ``first`` is the answer to the step already taken (a burst slot sends an order's first
     POST itself, then hands the rest of the order here). A ``Wait(news=True)`` ends early
-    when ``news`` is set (the lifecycle's ``wake``). ``max_body_bytes`` as in
-    :func:`send_request`."""
+    when ``news`` is set (the lifecycle's ``wake``)."""
     try:
         step = steps.send(first) if first is not None else next(steps)
         while True:
             if isinstance(step, Send):
-                step = steps.send(send_request(session, step.request,
-                                               f"{label} {step.purpose}",
-                                               max_body_bytes=max_body_bytes))
+                step = steps.send(transport.send(step.request, f"{label} {step.purpose}"))
                 continue
             delay = step.until - time.time()
             if step.news and news is not None:

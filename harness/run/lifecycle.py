@@ -7,7 +7,7 @@ h11 or hyper-h2: it yields :class:`Send` (the executor sends the request and sen
 sleeps until a time, or until a callback brings news of the order). It never sends,
 never sleeps, and reads only the clock it is given. Two executors drive it: trials
 (:mod:`harness.run.trial`, asyncio + h11) and bursts (:mod:`harness.run.worker`,
-gevent + Locust's client). Tests drive it with scripted answers and a fake clock.
+gevent + geventhttpclient). Tests drive it with scripted answers and a fake clock.
 
 Rules kept here:
 

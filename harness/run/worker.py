@@ -5,14 +5,14 @@ Imports Locust, which monkey-patches the process with gevent: only
 
 One :class:`BurstWorker` per worker process (or the only one, in a single-process burst)
 holds this worker's share of the schedule, one queue per supplier. Each Locust user
-(:class:`OrderUser`, a ``FastHttpUser``) is a *slot*: it is bound to one supplier, claims
+(:class:`OrderUser`, a Locust ``User``) is a *slot*: it is bound to one supplier, claims
 that supplier's next arrival, sleeps until it is due, and takes the order's first step
-(plan, reserve, the first POST) through Locust's gevent client. If no slot is free when
-an arrival is due, it starts late: a ``schedule_slip`` event records by how much, and
-every latency is still measured from the intended start (no coordinated omission). The
-rest of the order runs in its own greenlet, so a slot is held only while a first POST
-is in flight. Every rule of the order is in :mod:`harness.run.lifecycle`, the same as in
-trials; this module only schedules and drives it.
+(plan, reserve, the first POST) on its own connection (:class:`GeventTransport`). If no
+slot is free when an arrival is due, it starts late: a ``schedule_slip`` event records by
+how much, and every latency is still measured from the intended start (no coordinated
+omission). The rest of the order runs in its own greenlet, so a slot is held only while
+a first POST is in flight. Every rule of the order is in :mod:`harness.run.lifecycle`,
+the same as in trials; this module only schedules and drives it.
 
 Delivered codes are checked (pattern, duplicate, face value, issuer, expiry; never
 redeemed) once this worker has sent all of its arrivals, so checking never steals the
@@ -58,25 +58,17 @@ from typing import Any
 import gevent
 import gevent.event
 import gevent.pool
-from locust import FastHttpUser, task
-from locust.contrib.fasthttp import FastHttpSession
+from locust import User, task
 from locust.env import Environment
 
 from harness.codes import DuplicateIndex, load_code_key
 from harness.drivers.base import Credentials
 from harness.drivers.reference import ReferenceIssuer, build_driver
 from harness.events import event_line
-from harness.run.async_transport import MAX_BODY_BYTES
 from harness.run.budget import Budget, Budgets, RetryBudget, fair_share
 from harness.run.callbacks import GeventCallbackReceiver, RawCallback, acknowledged
 from harness.run.duplicates import CompactDuplicateIndex
-from harness.run.gevent_transport import (
-    PreciseWaker,
-    drive,
-    harden,
-    quick_ack,
-    send_request,
-)
+from harness.run.gevent_transport import GeventTransport, PreciseWaker, drive
 from harness.run.lifecycle import OrderLife, Rules, Send, SupplierSide, callback_supplier
 from harness.run.schedule import Arrival, build_schedule
 from harness.runfolder import earlier_code_hashes
@@ -274,7 +266,8 @@ class BurstWorker:
         self.plan: BurstPlan | None = None
         self.scenario: Scenario | None = None
         self.budget: Budget | Budgets = Budget(Decimal(0))
-        self.session: FastHttpSession | None = None
+        self.session: GeventTransport | None = None
+        """The follow-up transport: every request of an order after its first POST."""
         self.request_event: Any = environment.events.request
         self.receiver: GeventCallbackReceiver | None = None
         self._loops: list[gevent.Greenlet] = []
@@ -319,18 +312,11 @@ class BurstWorker:
                                   (a for a in share if a.supplier == config.name))
             burst.side.tally = burst.tally
             self.suppliers[config.name] = burst
-        OrderUser.network_timeout = plan.request_timeout_s
-        OrderUser.connection_timeout = plan.request_timeout_s
-        OrderUser.max_body_bytes = plan.max_body_bytes
         # Locust's own request statistics only where its web UI shows them (trialbench
         # keeps its own: the event log, tb_stats); off, the requests skip Locust's stats.
         self.request_event = self.environment.events.request \
             if data.get("locust_stats", True) else NO_REQUEST_EVENTS
-        self.session = harden(quick_ack(FastHttpSession(
-            base_url=None, request_event=self.request_event, user=None,
-            network_timeout=plan.request_timeout_s, connection_timeout=plan.request_timeout_s,
-            max_retries=0, concurrency=FOLLOW_POOL_CONNECTIONS)),
-            max_body_bytes=plan.max_body_bytes)
+        self.session = self.transport(FOLLOW_POOL_CONNECTIONS)
         if plan.delivery in ("callback", "both"):
             self.receiver = GeventCallbackReceiver(self.on_callback, plan.callback.bind,
                                                    on_reject=self._rejected)
@@ -353,6 +339,16 @@ class BurstWorker:
         gc.freeze()
         self._loops = [gevent.spawn(self._flush_loop), gevent.spawn(self._stats_loop)]
         gevent.spawn(self._read_catalogs)
+
+    def transport(self, connections: int) -> GeventTransport:
+        """A transport with this plan's deadline and body cap, for ``connections`` at once
+        per supplier (a slot's own: 1)."""
+        plan = self.plan
+        assert plan is not None
+        return GeventTransport(plan.request_timeout_s, connections,
+                               max_body_bytes=plan.max_body_bytes,
+                               request_event=None if self.request_event is NO_REQUEST_EVENTS
+                               else self.request_event)
 
     def _read_catalogs(self) -> None:
         """Every supplier's catalog at once (a silent one does not delay the others); the
@@ -406,7 +402,7 @@ class BurstWorker:
     # ------------------------------------------------------------------ one order
 
     def run_arrival(self, supplier: SupplierBurst, arrival: Arrival,
-                    client: FastHttpSession) -> None:
+                    client: GeventTransport) -> None:
         """In a user's greenlet: wait until due, take the order's first step (plan, reserve,
         first POST) with this slot's client, hand the rest to the order's own greenlet."""
         plan = self.plan
@@ -443,7 +439,7 @@ class BurstWorker:
                 return  # the cap did not allow it: final "skipped" is written
             assert isinstance(first, Send)
             try:  # order_planned and order_attempt are in the shard (the OS) by now
-                response = send_request(client, first.request, f"{supplier.name} {first.purpose}")
+                response = client.send(first.request, f"{supplier.name} {first.purpose}")
             except gevent.GreenletExit:  # the worker is ending: the POST's fate is unknown
                 life.finish("unknown", interrupted=True)
                 _forget(life)
@@ -654,24 +650,21 @@ def _is_run_folder(run_dir: Path, run_id: str) -> bool:
     return isinstance(manifest, dict) and manifest.get("run_id") == run_id
 
 
-class OrderUser(FastHttpUser):
-    """One slot of concurrency, bound to one supplier: claim, wait until due, POST."""
-
-    host = "http://127.0.0.1"
-    max_retries = 0
-    concurrency = 1
-    max_body_bytes = MAX_BODY_BYTES
+class OrderUser(User):
+    """One slot of concurrency, bound to one supplier: claim, wait until due, POST on the
+    slot's own keep-alive connection."""
 
     def on_start(self) -> None:
         self.supplier: SupplierBurst | None = None
-        harden(quick_ack(self.client), max_body_bytes=self.max_body_bytes)
+        self.transport: GeventTransport | None = None
 
     @task
     def next_order(self) -> None:
         worker: BurstWorker | None = getattr(self.environment, "trialbench_worker", None)
         if worker is None or not worker.ready.wait(0.5):
             return
-        self.client.request_event = worker.request_event  # Locust's stats, or none
+        if self.transport is None:
+            self.transport = worker.transport(1)
         if self.supplier is None:
             self.supplier = worker.assign_slot()
             if self.supplier is None:
@@ -681,7 +674,7 @@ class OrderUser(FastHttpUser):
         if arrival is None:
             gevent.sleep(0.2)
             return
-        worker.run_arrival(self.supplier, arrival, self.client)
+        worker.run_arrival(self.supplier, arrival, self.transport)
 
     def wait_time(self) -> float:
         return 0.0
