@@ -24,19 +24,19 @@ import gevent
 import gevent.event
 import gevent.monkey
 import geventhttpclient.client
-import httpx
 from geventhttpclient.client import HTTPClient
 from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
 
 from harness.drivers.base import HttpRequest, HttpResponse
 from harness.run.async_transport import (
-    DEFAULT_PORTS,
     MAX_BODY_BYTES,
     READ_CHUNK,
     BodyError,
     CappedBody,
+    Target,
     _request_headers,
     set_quickack,
+    target,
 )
 from harness.run.lifecycle import Send, Steps
 
@@ -136,8 +136,8 @@ class GeventTransport:
         self._tls = tls
         self._clients: dict[tuple[str, str, int], HTTPClient] = {}
 
-    def _client(self, url: httpx.URL) -> HTTPClient:
-        key = (url.scheme, url.host, url.port or DEFAULT_PORTS[url.scheme])
+    def _client(self, url: Target) -> HTTPClient:
+        key = (url.scheme, url.host, url.port)
         client = self._clients.get(key)
         if client is None:
             tls = self._tls
@@ -169,7 +169,7 @@ class GeventTransport:
         deadline.start()
         try:
             try:
-                url = httpx.URL(request.url)
+                url = target(request.url)
                 content = request.body or b""
                 client = self._client(url)
                 reply = client.request(
