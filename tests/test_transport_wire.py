@@ -131,7 +131,7 @@ def test_bursts_verify_https_suppliers_as_trials_do(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["trusted"] == [[201, '{"tls": true}']] * 2
-    assert got["untrusted"][0] == 0 and got["untrusted"][1].startswith("connect_error:")
+    assert got["untrusted"] == [0, "not_sent:ConnectError"]  # nothing left: nothing bought
     assert server.connections == 2  # the trusted one kept alive, the untrusted one refused
 
 
@@ -174,3 +174,30 @@ def test_a_post_whose_connection_dies_is_sent_once(transport: str) -> None:
     assert status == 0 and error.startswith("connect_error:"), error
     assert posts == [b"POST /v1/orders HTTP/1.1"]
     assert server.connections == 1
+
+
+GEVENT_REFUSED = """
+import json, sys
+from harness.drivers.base import HttpRequest
+from harness.run.gevent_transport import GeventTransport
+answer = GeventTransport(5.0).send(HttpRequest("POST", sys.argv[1] + "/v1/orders", {}, b"{}",
+                                               read_only=False), "post")
+print(json.dumps([answer.status, answer.transport_error]))
+"""
+
+
+def test_a_refused_connection_is_not_sent_in_both_modes() -> None:
+    """A supplier whose port refuses the connection bought nothing, and both transports
+    say so alike (``not_sent:ConnectError``), so a burst records a refusal, not an
+    unknown outcome."""
+    closed = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    done = subprocess.run([sys.executable, "-c", GEVENT_REFUSED, url], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from test_async_transport import post, send_all
+
+    (trial,) = send_all(AsyncTransport(5.0), [post(url)])
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [0, "not_sent:ConnectError"]
+    assert (trial.status, trial.transport_error) == (0, "not_sent:ConnectError")

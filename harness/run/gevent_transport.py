@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import socket
 import ssl
 import time
 from typing import Any, TypeVar
@@ -27,7 +28,7 @@ import geventhttpclient.client
 from geventhttpclient.client import HTTPClient
 from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
 
-from harness.drivers.base import HttpRequest, HttpResponse
+from harness.drivers.base import NOT_SENT, HttpRequest, HttpResponse
 from harness.run.async_transport import (
     MAX_BODY_BYTES,
     READ_CHUNK,
@@ -100,6 +101,11 @@ class _HeaderCappedResponse(HTTPSocketPoolResponse):
 geventhttpclient.client.HTTPSocketPoolResponse = _HeaderCappedResponse  # type: ignore[attr-defined]
 
 
+_BEFORE_SENDING = (ConnectionRefusedError, socket.gaierror, ssl.SSLCertVerificationError)
+"""Errors only a new connection's connect, name lookup or TLS handshake raise: no byte of
+the request had left, so it bought nothing (``not_sent``, as the trial transport says)."""
+
+
 class _Failed(Exception):
     """What Locust's statistics record as a failed request."""
 
@@ -121,7 +127,8 @@ class GeventTransport:
     never followed and no cookie is kept. A POST is never retried on a new connection
     (geventhttpclient retries only idempotent methods after a broken send). An answer
     whose body did not come whole keeps its status with ``transport_error`` set and an
-    empty body, as in the trial's transport. ``request_event`` (Locust's
+    empty body, and a refused connect or an untrusted certificate is ``not_sent``, as in
+    the trial's transport. ``request_event`` (Locust's
     ``events.request``) gets each request for Locust's statistics; None: no statistics."""
 
     def __init__(self, timeout_s: float, concurrency: int = 1, *,
@@ -182,7 +189,9 @@ class GeventTransport:
                 return self._record(request, name, started_at,
                                     HttpResponse(0, {}, b"", elapsed_ms(), "timeout"))
             except Exception as exc:  # refused, reset, unparsable: no answer, as data
-                kind = "timeout" if timed_out() else f"connect_error:{type(exc).__name__}"
+                kind = "timeout" if timed_out() \
+                    else f"{NOT_SENT}:ConnectError" if isinstance(exc, _BEFORE_SENDING) \
+                    else f"connect_error:{type(exc).__name__}"
                 return self._record(request, name, started_at,
                                     HttpResponse(0, {}, b"", elapsed_ms(), kind))
             status, headers = int(reply.status_code or 0), {}
