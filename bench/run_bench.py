@@ -9,10 +9,10 @@ Parts (each also runnable alone, see bench/README.md):
 
 - tables: a synthetic burst log (``bench/synth_run.py``) of ``--small`` and ``--large``
   orders over 10 suppliers; the builder (``harness.results.build_tables``: the columnar
-  fold, ``harness.tables_columnar``) and, at the small size, the streaming fold it falls
-  back to (``build_tables_streaming``) and the old builder (``bench/tables_reference.py``),
-  each in its own process, wall time and peak RSS; then ``trialbench rank`` and
-  ``trialbench report`` on the large run;
+  fold, ``harness.tables_columnar``) and, at the small size, the old builder
+  (``bench/tables_reference.py``) and with ``--fallback`` the streaming fold it falls back
+  to (``build_tables_streaming``), each in its own process, wall time and peak RSS; then
+  ``trialbench rank`` and ``trialbench report`` on the large run;
 - bootstrap: the latency-growth p95 of 4,000 block draws (222 blocks, 33,000 orders: one
   third of one supplier at 1M orders / 10 suppliers), per-draw loop against the
   vectorised bisection (same picks, same answers);
@@ -127,7 +127,8 @@ def _verdict(ok: bool) -> str:
 
 
 def bench_tables(table: Table, tmp: Path, small: int, large: int, old: bool,
-                 commands: tuple[str, ...] = ("rank", "report")) -> None:
+                 commands: tuple[str, ...] = ("rank", "report"), fallback: bool = True
+                 ) -> None:
     from synth_run import write_run
 
     child = _CHILD.format(bench=str(HERE))
@@ -146,7 +147,7 @@ def bench_tables(table: Table, tmp: Path, small: int, large: int, old: bool,
                   "≤ 30 s, ≤ 1,024 MB at 1M" if orders >= 1_000_000 else "",
                   _verdict(rows[-1]["s"] <= 30 and rows[-1]["rss_mb"] <= 1024)
                   if orders >= 1_000_000 else "")
-        if orders == small:  # the streaming fold (the fallback) on the same log
+        if fallback and orders == small:  # the streaming fold (the fallback), same log
             stream = _json_lines(_timed([PY, "-c", child, str(run), "stream"])["out"])
             if stream:
                 table.add(f"streaming fold (fallback), {orders:,} orders (same log)",
@@ -356,6 +357,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=100_000)
     parser.add_argument("--large", type=int, default=1_000_000)
     parser.add_argument("--parts", default="tables,bootstrap,burst,latency")
+    parser.add_argument("--fallback", action="store_true",
+                        help="also time the streaming fold (the fallback) at --small: ~20 s")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(ROOT))
@@ -367,7 +370,8 @@ def main() -> None:
         tmp = Path(tmp_name)
         if "tables" in parts:
             bench_tables(table, tmp, small, large, old=True,
-                         commands=("rank",) if args.smoke else ("rank", "report"))
+                         commands=("rank",) if args.smoke else ("rank", "report"),
+                         fallback=args.fallback or args.smoke)
         if "bootstrap" in parts:
             bench_bootstrap(table, args.smoke)
         if "burst" in parts:
