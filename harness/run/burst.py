@@ -402,10 +402,16 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
     interrupted = False
     runner: Runner
     try:
+        ready: set[str] = set()  # Locust client ids of workers ready for their plan
         if distributed:
             bind_host, bind_port = _parse_hostport(master_bind) if master_bind else \
                 ("127.0.0.1", _free_port())
             runner = environment.create_master_runner(bind_host, bind_port)
+            # a worker says tb_ready once its handlers are registered: a plan sent before
+            # that (it connects first) was dropped as an unknown message, and the worker
+            # then sat silent until the master called it lost
+            runner.register_message("tb_ready",
+                                    lambda msg, **_: ready.add(str(msg.node_id)))
             worker_env = {**os.environ, **environ}
             connect_host = "127.0.0.1" if bind_host in ("0.0.0.0", "*", "") else bind_host
             for _ in range(local_workers):
@@ -484,7 +490,7 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
         clients: dict[str, str] = {}  # Locust client id -> worker id
         if isinstance(runner, MasterRunner):
             deadline = time.monotonic() + WORKER_CONNECT_S + (3600 if remote_workers else 0)
-            while runner.worker_count < expected:
+            while runner.worker_count < expected or len(ready & set(runner.clients)) < expected:
                 if time.monotonic() > deadline or stop_state["requests"]:
                     raise HarnessError(f"only {runner.worker_count} of {expected} workers "
                                        "connected; see their output above")

@@ -728,6 +728,7 @@ def run_worker(master_host: str, master_port: int, *, local_child: bool = False,
     runner.register_message("tb_plan", on_plan)
     runner.register_message("tb_stop", on_stop)
     runner.register_message("tb_ping", on_ping)
+    runner.send_message("tb_ready", {})  # only now can a plan be taken (see burst.py)
     environment.events.init.fire(  # type: ignore[no-untyped-call]
         environment=environment, runner=runner, web_ui=None)
     watcher = gevent.spawn(watch)
