@@ -276,7 +276,11 @@ def test_burst_ties_replans_and_odd_values_match(tmp_path: Path) -> None:
     builder."""
     run = _burst_log(tmp_path)
     _assert_same_tables(run)
-    assert len(build_tables(run).timeline)  # the burst's timeline is not empty
+    tables = build_tables(run)
+    assert len(tables.timeline)  # the burst's timeline is not empty
+    # an accepted order is timed by its answer's arrival (answered_at), not the line's t
+    accepted = tables.orders.set_index("client_order_id")["accepted_at"]
+    assert accepted["b1"].timestamp() == pytest.approx(100.35)
 
 
 def test_logs_the_columnar_fold_cannot_read_fall_back(tmp_path: Path,

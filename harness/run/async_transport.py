@@ -207,7 +207,7 @@ class AsyncTransport:
                 wire = conn.h11
                 data = wire.send(h11.Request(method=request.method.encode("ascii"),
                                              target=url.raw_path,
-                                             headers=_request_headers(url, request, content)))
+                                             headers=request_headers(url, request, content)))
                 if content:
                     data += wire.send(h11.Data(data=content))
                 data += wire.send(h11.EndOfMessage())
@@ -338,7 +338,7 @@ def target(url: str) -> Target:
                   parsed.port or DEFAULT_PORTS[parsed.scheme], parsed.netloc, parsed.raw_path)
 
 
-def _request_headers(url: Target, request: HttpRequest, content: bytes
+def request_headers(url: Target, request: HttpRequest, content: bytes
                      ) -> list[tuple[bytes, bytes]]:
     """The headers httpx would send: ``Host``, its defaults, the request's own (which win,
     case-insensitively) and ``Content-Length`` for a body or a POST, PUT or PATCH."""

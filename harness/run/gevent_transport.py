@@ -35,7 +35,7 @@ from harness.run.async_transport import (
     BodyError,
     CappedBody,
     Target,
-    _request_headers,
+    request_headers,
     set_quickack,
     target,
 )
@@ -182,7 +182,7 @@ class GeventTransport:
                 reply = client.request(
                     request.method, url.raw_path.decode("ascii"), body=content,
                     headers={name.decode("latin-1"): value.decode("latin-1")
-                             for name, value in _request_headers(url, request, content)})
+                             for name, value in request_headers(url, request, content)})
             except gevent.Timeout as fired:
                 if fired is not deadline:
                     raise

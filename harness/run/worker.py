@@ -269,6 +269,7 @@ class BurstWorker:
         self.session: GeventTransport | None = None
         """The follow-up transport: every request of an order after its first POST."""
         self.request_event: Any = environment.events.request
+        """Locust's ``events.request`` where its statistics are kept, else None."""
         self.receiver: GeventCallbackReceiver | None = None
         self._loops: list[gevent.Greenlet] = []
         self._waker: PreciseWaker | None = None
@@ -315,7 +316,7 @@ class BurstWorker:
         # Locust's own request statistics only where its web UI shows them (trialbench
         # keeps its own: the event log, tb_stats); off, the requests skip Locust's stats.
         self.request_event = self.environment.events.request \
-            if data.get("locust_stats", True) else NO_REQUEST_EVENTS
+            if data.get("locust_stats", True) else None
         self.session = self.transport(FOLLOW_POOL_CONNECTIONS)
         if plan.delivery in ("callback", "both"):
             self.receiver = GeventCallbackReceiver(self.on_callback, plan.callback.bind,
@@ -347,8 +348,7 @@ class BurstWorker:
         assert plan is not None
         return GeventTransport(plan.request_timeout_s, connections,
                                max_body_bytes=plan.max_body_bytes,
-                               request_event=None if self.request_event is NO_REQUEST_EVENTS
-                               else self.request_event)
+                               request_event=self.request_event)
 
     def _read_catalogs(self) -> None:
         """Every supplier's catalog at once (a silent one does not delay the others); the
@@ -609,16 +609,6 @@ class BurstWorker:
             self.receiver.stop(timeout=1)
         self._flush()
         self.log.close()
-
-
-class _NoRequestEvents:
-    """Locust's ``events.request`` for a worker whose requests skip Locust's statistics."""
-
-    def fire(self, **_: Any) -> None:
-        """Nobody listens."""
-
-
-NO_REQUEST_EVENTS = _NoRequestEvents()
 
 
 def _nothing() -> None:
