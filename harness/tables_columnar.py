@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,7 @@ def build(run_dir: Path) -> R.RunTables:
                                      "preserve_insertion_order": True})
         try:
             con.execute("SET enable_progress_bar = false")
-            tables = _build(con, run_dir, shards, manifest)
+            tables = _build(con, run_dir, shards, manifest, Path(spill))
             # the scan read every line: keep whether the run finished, so the first
             # analysis need not read the log again (harness.events.run_complete)
             E.keep_completion(run_dir, signature, _complete(con))
@@ -163,56 +164,196 @@ def build(run_dir: Path) -> R.RunTables:
             con.close()
 
 
-def _build(con: Any, run_dir: Path, shards: list[Path],
-           manifest: dict[str, Any]) -> R.RunTables:
-    run_id = run_dir.name
+def _scan(source: str, lines_before: int = 0) -> str:
+    """SQL for the packed columns of the wanted events in one JSON-lines file, rn counting
+    its lines from ``lines_before`` (the lines of the shard before the file's first)."""
     columns = {"t": "DOUBLE", "type": "VARCHAR", "intended_at": "DOUBLE",
                "delivered_seen_at": "DOUBLE", "answered_at": "DOUBLE",
                **{name: "JSON" for name in _FIELDS}}
     wanted = ", ".join(f"'{k}'" for k in dict.fromkeys((*_BULK, *_RARE, *_MARKS)))
-    scans = [f"""SELECT {i} AS shard, rn, t, type, coalesce(supplier::VARCHAR, '""') AS ksup,
+    return f"""SELECT rn + {lines_before} AS rn, t, type,
+                 coalesce(supplier::VARCHAR, '""') AS ksup,
                  coalesce(client_order_id::VARCHAR, '""') AS kcid, supplier IS NULL AS nosup,
-                 client_order_id IS NULL AS nocid, k1::VARCHAR AS k1, k2::VARCHAR AS k2,
-                 k3::VARCHAR AS k3, k4::VARCHAR AS k4, d, {_seq_key(i)} AS seq
+                 client_order_id IS NULL AS nocid, hash(ksup, kcid) AS k,
+                 k1::VARCHAR AS k1, k2::VARCHAR AS k2, k3::VARCHAR AS k3, k4::VARCHAR AS k4, d
              FROM (SELECT row_number() OVER () AS rn, t, type, supplier, client_order_id,
                    {_PACKED}
-                   FROM read_json({_text(shard)}, format='newline_delimited',
+                   FROM read_json({source}, format='newline_delimited',
                                   columns={columns!r}, maximum_object_size=16777216))
              WHERE type IN ({wanted}) AND (type <> 'order_observed' OR k1 IN
                    ('"success"', '"partial"', '"refunded"'))"""  # the timeline's only use
-             for i, shard in enumerate(shards)]
-    # a shard's line numbers need a single-threaded scan of it: the shards are read side by
-    # side, one thread each, into tables of the fold's database
+
+
+FOLD_DIR = ".fold"
+"""Where :func:`fold_ahead` keeps a shard's scanned stretches, in the run folder."""
+FOLD_BYTES = 64 << 20
+"""The least new log (bytes) :func:`fold_ahead` scans at a time during a run."""
+
+
+def _segment_name(shard: Path, inode: int, start: int, end: int, before: int,
+                  lines: int) -> str:
+    return f"{shard.name}.{inode}.{start}.{end}.{before}.{lines}.parquet"
+
+
+def _segments(shard: Path, folded: Path) -> tuple[list[Path], int, int]:
+    """The stretches of ``shard`` scanned ahead that still hold (same file, from byte 0 on
+    without a gap, each ending at a line's end), and the bytes and lines they cover."""
+    stat = shard.stat()
+    found: dict[int, tuple[int, int, int, Path]] = {}
+    for path in folded.glob(f"{shard.name}.*.parquet"):
+        parts = path.name[len(shard.name) + 1:].split(".")
+        if len(parts) == 6 and all(part.isdigit() for part in parts[:5]):
+            inode, start, end, before, lines = map(int, parts[:5])
+            if inode == stat.st_ino:
+                found[start] = (end, before, lines, path)
+    chain: list[Path] = []
+    covered = counted = 0
+    with shard.open("rb") as handle:
+        while covered in found:
+            end, before, lines, path = found[covered]
+            if before != counted or not covered < end <= stat.st_size:
+                break
+            handle.seek(end - 1)
+            if handle.read(1) != b"\n":
+                break
+            chain.append(path)
+            covered, counted = end, counted + lines
+    return chain, covered, counted
+
+
+def _copy_range(shard: Path, start: int, end: int, target: Path) -> int:
+    """Copy bytes [start, end) of ``shard`` to ``target``; the lines they hold."""
+    lines = 0
+    with shard.open("rb") as source, target.open("wb") as out:
+        source.seek(start)
+        left = end - start
+        while left:
+            block = source.read(min(left, 1 << 24))
+            if not block:
+                raise Unsupported(f"{shard.name} shrank while it was read")
+            out.write(block)
+            lines += block.count(b"\n")
+            left -= len(block)
+    return lines
+
+
+def _last_line_end(shard: Path, start: int, limit: int) -> int:
+    """The end of the last whole line of ``shard`` in bytes [start, limit); start if none."""
+    with shard.open("rb") as handle:
+        end = limit
+        while end > start:
+            begin = max(start, end - (1 << 20))
+            handle.seek(begin)
+            block = handle.read(end - begin)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                return begin + newline + 1
+            end = begin
+    return start
+
+
+def fold_ahead(run_dir: Path, *, min_bytes: int = FOLD_BYTES,
+               max_bytes: int = 4 * FOLD_BYTES, keep_bytes: int = 0,
+               stop: Callable[[], bool] | None = None) -> int:
+    """Scan the log's new whole lines into Parquet stretches under ``run_dir/.fold``, so
+    that the table build at the end of a run reads those instead of the JSON (what
+    :func:`build` would scan there, byte for byte). A shard is scanned once it has
+    ``min_bytes`` new, in stretches of at most ``max_bytes``, leaving its last
+    ``keep_bytes`` alone; ``stop()`` is asked between stretches. A stretch is written whole
+    under a temporary name and renamed, so stopping at any point loses nothing. Returns
+    the bytes scanned. During a burst, :mod:`harness.run.scan_ahead` runs it."""
+    import duckdb
+
+    folded = run_dir / FOLD_DIR
+    done = 0
+    for shard in sorted(run_dir.glob("events*.jsonl")):
+        while not (stop is not None and stop()):
+            _, covered, counted = _segments(shard, folded) if folded.is_dir() else ([], 0, 0)
+            limit = min(shard.stat().st_size - keep_bytes, covered + max(min_bytes, max_bytes))
+            if limit - covered < min_bytes:
+                break
+            end = _last_line_end(shard, covered, limit)
+            if end - covered < min_bytes:
+                break
+            folded.mkdir(exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="trialbench-fold-", dir=folded) as work:
+                part = Path(work) / "part.jsonl"
+                lines = _copy_range(shard, covered, end, part)
+                temporary = Path(work) / "part.parquet"
+                con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "threads": 1,
+                                             "temp_directory": work})
+                try:
+                    con.execute(f"COPY ({_scan(_text(part), counted)}) TO "
+                                f"{_text(temporary)} (FORMAT parquet)")
+                finally:
+                    con.close()
+                os.replace(temporary, folded / _segment_name(
+                    shard, shard.stat().st_ino, covered, end, counted, lines))
+            done += end - covered
+    return done
+
+
+def _build(con: Any, run_dir: Path, shards: list[Path],
+           manifest: dict[str, Any], spill: Path) -> R.RunTables:
+    run_id = run_dir.name
+    folded = run_dir / FOLD_DIR
+    scans: list[tuple[int, str]] = []  # (shard, JSON scan) read into table json<i>
+    parts: list[list[str]] = []  # each shard's sources, in line order
+    for i, shard in enumerate(shards):
+        chain, covered, counted = _segments(shard, folded) if folded.is_dir() else ([], 0, 0)
+        parts.append([f"SELECT * FROM read_parquet([{', '.join(map(_text, chain))}])"]
+                     if chain else [])
+        if covered == 0:
+            scans.append((i, _scan(_text(shard))))
+        elif covered < shard.stat().st_size:  # the log written since it was scanned ahead
+            tail = spill / f"tail{i}.jsonl"
+            _copy_range(shard, covered, shard.stat().st_size, tail)
+            scans.append((i, _scan(_text(tail), counted)))
+    for i, _ in scans:
+        parts[i].append(f"SELECT * FROM json{i}")
+
+    # a JSON scan's line numbers need a single thread: the shards are read side by side,
+    # one thread each, into tables of the fold's database; stretches scanned ahead are read
+    # where they are
     def read(i: int) -> None:
         cursor = con.cursor()
         try:
-            cursor.execute(f"CREATE TABLE shard{i} AS {scans[i]}")
+            cursor.execute(f"CREATE TABLE json{scans[i][0]} AS {scans[i][1]}")
         finally:
             cursor.close()
 
-    with ThreadPoolExecutor(max_workers=min(len(scans), os.cpu_count() or 1)) as pool:
-        list(pool.map(read, range(len(scans))))
-    union = " UNION ALL ".join(f"SELECT * FROM shard{i}" for i in range(len(scans)))
+    if scans:
+        with ThreadPoolExecutor(max_workers=min(len(scans), os.cpu_count() or 1)) as pool:
+            list(pool.map(read, range(len(scans))))
+    for i, sources in enumerate(parts):
+        con.execute(f"CREATE VIEW shard{i} AS SELECT {i} AS shard, *, {_seq_key(i)} AS seq "
+                    f"FROM ({' UNION ALL '.join(sources)})")
+    union = " UNION ALL ".join(f"SELECT * FROM shard{i}" for i in range(len(shards)))
     con.execute("SET preserve_insertion_order = false")  # the order is seq's from here on
     unkeyed = con.sql(f"SELECT count(*) FILTER (WHERE seq IS NULL) FROM ({union})").fetchall()
     if not unkeyed[0][0]:  # every event has its key: no sort needed
         con.execute(f"CREATE VIEW ev AS {union}")
     else:
-        _number_by_sorting(con, union, len(scans))
+        _number_by_sorting(con, union, len(shards))
     bad_t, starts = con.sql("""SELECT count(*) FILTER (WHERE t IS NULL OR isnan(t)),
         count(*) FILTER (WHERE type = 'burst_started') FROM ev""").fetchall()[0]
     if bad_t:
         raise Unsupported("an event without a numeric time")
+    # joins go by k, a 64-bit hash of the order's key: exact only while no two keys share one
+    shared = con.sql("""SELECT count(*) FROM (SELECT k FROM ev GROUP BY k
+                        HAVING min(ksup) <> max(ksup) OR min(kcid) <> max(kcid))""").fetchall()
+    if shared[0][0]:
+        raise Unsupported("two orders' keys share a hash")
     if starts > 1:
         raise Unsupported("more than one burst_started")
     # first/last by seq, then the rows themselves by seq: aggregates of fixed size and
     # joins, which DuckDB can spill (arg_max over text could not, at a million orders)
     con.execute("""CREATE TABLE o AS
-        SELECT row_number() OVER (ORDER BY g.first_seq) - 1 AS idx, g.ksup, g.kcid,
+        SELECT row_number() OVER (ORDER BY g.first_seq) - 1 AS idx, g.k, e.ksup, e.kcid,
                g.first_seq, g.last_seq, e.k1 AS mode, e.k2 AS rest, e.d AS intended
-        FROM (SELECT ksup, kcid, min(seq) AS first_seq, max(seq) AS last_seq
-              FROM ev WHERE type = 'order_planned' GROUP BY ksup, kcid) g
-        JOIN (SELECT seq, k1, k2, d FROM ev WHERE type = 'order_planned') e
+        FROM (SELECT k, min(seq) AS first_seq, max(seq) AS last_seq
+              FROM ev WHERE type = 'order_planned' GROUP BY k) g
+        JOIN (SELECT seq, ksup, kcid, k1, k2, d FROM ev WHERE type = 'order_planned') e
              ON e.seq = g.last_seq""")
 
     rare = _rare_events(con, shards)
@@ -229,7 +370,8 @@ def _number_by_sorting(con: Any, union: str, shards: int) -> None:
     con.execute(f"""CREATE TABLE ev AS SELECT * EXCLUDE (seq),
         row_number() OVER (ORDER BY t, shard, rn) AS seq FROM ({union})""")
     for i in range(shards):
-        con.execute(f"DROP TABLE shard{i}")
+        con.execute(f"DROP VIEW shard{i}")
+        con.execute(f"DROP TABLE IF EXISTS json{i}")
 
 
 def _complete(con: Any) -> bool:
@@ -247,13 +389,13 @@ def _rare_events(con: Any, shards: list[Path]) -> list[tuple[dict[str, Any], dic
     """The rare events in log order, parsed from their lines, each with what DuckDB knows of
     it (seq, its order's row and last plan, the mode of its order's plan before it)."""
     rows = con.sql(f"""
-        WITH r AS (SELECT shard, rn, seq, t, type, ksup, kcid FROM ev
+        WITH r AS (SELECT shard, rn, seq, t, type, k FROM ev
                    WHERE type IN ({", ".join(f"'{k}'" for k in _RARE)})),
-             p AS (SELECT ksup, kcid, seq AS pseq, k1 AS pmode FROM ev
+             p AS (SELECT k, seq AS pseq, k1 AS pmode FROM ev
                    WHERE type = 'order_planned')
         SELECT r.shard, r.rn, r.seq, r.t, r.type, o.idx, o.last_seq, p.pseq, p.pmode
-        FROM r ASOF LEFT JOIN p ON r.ksup = p.ksup AND r.kcid = p.kcid AND r.seq >= p.pseq
-        LEFT JOIN o ON r.ksup = o.ksup AND r.kcid = o.kcid
+        FROM r ASOF LEFT JOIN p ON r.k = p.k AND r.seq >= p.pseq
+        LEFT JOIN o ON r.k = o.k
         ORDER BY r.shard, r.rn""").fetchall()
     if not rows:
         return []
@@ -335,10 +477,10 @@ def _orders(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, An
     """The orders table; feeds ``money`` the rare money events."""
     base = _arrow(con, """
         WITH acc AS (SELECT o.idx, min(e.seq) AS first, max(e.seq) AS last
-                     FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
+                     FROM ev e JOIN o ON e.k = o.k
                      WHERE e.type = 'order_accepted' AND e.seq > o.last_seq GROUP BY o.idx),
              fin AS (SELECT o.idx, max(e.seq) AS last
-                     FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
+                     FROM ev e JOIN o ON e.k = o.k
                      WHERE e.type = 'order_final' AND e.seq > o.last_seq GROUP BY o.idx)
         SELECT o.ksup, o.kcid, o.mode, o.rest, o.intended, a1.d AS accepted_at,
                CASE WHEN acc.idx IS NULL THEN '""' ELSE a2.k1 END AS soid,
@@ -386,7 +528,7 @@ def _orders(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, An
             money.add(kind, event, key, known["mode"])
 
     tried = _arrow(con, """SELECT o.idx, e.k2 AS method, e.k3 AS purpose, count(*) AS n
-                       FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
+                       FROM ev e JOIN o ON e.k = o.k
                        WHERE e.type = 'order_attempt' GROUP BY ALL""")
     counts = tuple(np.zeros(n, dtype=np.int64) for _ in range(4))
     if tried.num_rows:
@@ -401,7 +543,7 @@ def _orders(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, An
 
     errors: dict[int, list[tuple[str, int, str]]] = {}
     failed = _arrow(con, """SELECT o.idx, e.k1 AS kind, e.k2 AS status, e.k3 AS phase
-                        FROM ev e JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
+                        FROM ev e JOIN o ON e.k = o.k
                         WHERE e.type = 'order_error' ORDER BY e.seq""")
     for row, kind_, status, phase in zip(failed["idx"].to_pylist(), _decode(failed["kind"]),
                                          _decode(failed["status"]), _decode(failed["phase"]),
@@ -428,7 +570,7 @@ def _codes(con: Any, run_id: str, money: R._Money) -> Any:
                                   AS client_order_id,
                               e.k1, e.k2, e.k3, e.k4, o.mode AS omode,
                               o.idx IS NOT NULL AS planned
-                       FROM ev e LEFT JOIN o ON e.ksup = o.ksup AND e.kcid = o.kcid
+                       FROM ev e LEFT JOIN o ON e.k = o.k
                        WHERE e.type = 'code_checked' ORDER BY e.seq""")
     codes: dict[str, Any] = {col: [] for col in R.CODES_COLUMNS}
     # event.get(col): None where the field is missing, unless the order's key replaces it
@@ -461,21 +603,21 @@ def _timeline(con: Any, run_id: str,
     event, known = starts[0]
     builder.t0 = t0 = float(event["t0"])
     builder.scheduled = event.get("scheduled_per_second") or {}
-    con.execute(f"""CREATE TABLE bp AS SELECT ksup, kcid, seq AS pseq, d AS intended
+    con.execute(f"""CREATE TABLE bp AS SELECT k, seq AS pseq, d AS intended
                     FROM ev WHERE type = 'order_planned' AND k1 = '"burst"'
                     AND seq > {known["seq"]}""")
-    replans = con.sql("SELECT count(*) - count(DISTINCT (ksup, kcid)) FROM bp").fetchall()
+    replans = con.sql("SELECT count(*) - count(DISTINCT k) FROM bp").fetchall()
     # each event sees the order's last burst plan before it: an ASOF join, or a plain one
     # when no order was planned twice (a burst never re-plans; a resume might)
     join = "ASOF JOIN" if replans[0][0] else "JOIN"
     con.execute(f"""CREATE TABLE m AS
-        WITH tev AS (SELECT ksup, kcid, seq, type, t, k1, k2, d FROM ev
+        WITH tev AS (SELECT ksup, k, seq, type, t, k1, k2, d FROM ev
                      WHERE seq > {known["seq"]} AND type IN ('order_attempt',
                      'order_accepted', 'order_observed', 'order_error', 'schedule_slip',
                      'order_final'))
         SELECT tev.*, bp.intended, floor(tev.t - {t0!r})::BIGINT AS sec,
                floor(bp.intended - {t0!r})::BIGINT AS isec
-        FROM tev {join} bp ON tev.ksup = bp.ksup AND tev.kcid = bp.kcid
+        FROM tev {join} bp ON tev.k = bp.k
                            AND tev.seq >= bp.pseq""")
     cells: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
     supplier_of: dict[str, Any] = {}
@@ -494,17 +636,17 @@ def _timeline(con: Any, run_id: str,
            AND k2 = '"POST"' AND (k1 IN ('1', 'true')
                OR (json_type(k1::JSON) IN ('DOUBLE', 'UBIGINT', 'BIGINT') AND k1::DOUBLE = 1))
            GROUP BY ALL""", "sent")
-    con.execute("""CREATE TABLE acc AS SELECT ksup, kcid, min(seq) AS aseq,
+    con.execute("""CREATE TABLE acc AS SELECT any_value(ksup) AS ksup, k, min(seq) AS aseq,
                    arg_min(sec, seq) AS sec, arg_min(isec, seq) AS isec,
                    arg_min((d - intended) * 1000, seq) AS ms
-                   FROM m WHERE type = 'order_accepted' GROUP BY ksup, kcid""")
+                   FROM m WHERE type = 'order_accepted' GROUP BY k""")
     add("SELECT ksup, sec, count(*) FROM acc GROUP BY ALL", "accepted")
     latencies = con.sql("SELECT ksup, isec, list(ms) FROM acc GROUP BY ALL").fetchall()
     for ksup, isec, values in latencies:
         builder.acceptance[(supplier(ksup), isec)] = values
     add("""SELECT ksup, sec, count(*) FROM (SELECT ksup, arg_min(sec, seq) AS sec FROM m
            WHERE type = 'order_observed' AND k1 IN ('"success"', '"partial"', '"refunded"')
-           GROUP BY ksup, kcid) GROUP BY ALL""", "delivered")
+           GROUP BY ksup, k) GROUP BY ALL""", "delivered")
     for ksup, sec, kind, status, n in con.sql(
             """SELECT ksup, sec, k1, k2, count(*) FROM m WHERE type = 'order_error'
                GROUP BY ALL""").fetchall():
@@ -514,8 +656,8 @@ def _timeline(con: Any, run_id: str,
         cells[(supplier(ksup), sec)][column] += n
     add("SELECT ksup, isec, count(*) FROM m WHERE type = 'schedule_slip' GROUP BY ALL",
         "slipped")
-    add("""SELECT m.ksup, m.sec, count(*) FROM m JOIN acc ON m.ksup = acc.ksup
-           AND m.kcid = acc.kcid AND m.seq > acc.aseq
+    add("""SELECT m.ksup, m.sec, count(*) FROM m JOIN acc ON m.k = acc.k
+           AND m.seq > acc.aseq
            WHERE m.type = 'order_final' AND m.k1 IN ('"partial"', '"failed"')
            GROUP BY ALL""", "partial_oversold")
     builder.cells = cells

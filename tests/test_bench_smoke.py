@@ -15,9 +15,10 @@ BENCH = ROOT / "bench"
 
 
 def test_table_and_bootstrap_benchmarks_run_and_agree() -> None:
-    """The tables benchmark builds a tiny synthetic burst with the new and the old builder
-    (and ranks it), the bootstrap benchmark finds the vectorised p95 identical
-    to the loop, and the runner prints its one table."""
+    """The tables benchmark builds a tiny synthetic burst with the new and the old builder,
+    and the larger one with and without its log scanned ahead as it was written (and ranks
+    it), the bootstrap benchmark finds the vectorised p95 identical to the loop, and the
+    runner prints its one table."""
     done = subprocess.run([sys.executable, str(BENCH / "run_bench.py"), "--smoke", "--parts",
                            "tables,bootstrap"], capture_output=True, text=True, timeout=120,
                           cwd=ROOT, check=False)
@@ -25,6 +26,7 @@ def test_table_and_bootstrap_benchmarks_run_and_agree() -> None:
     table = done.stdout
     assert table.startswith("| figure")
     assert "build tables, 2,000 orders" in table and "old builder, 500 orders" in table
+    assert "not scanned ahead)" in table and "(scanned ahead during the run" in table
     assert "FAILED" not in table, table
     assert "identical" in table
 

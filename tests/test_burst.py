@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +18,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from harness import tables_columnar
 from harness.demo import DEMO_FLEET, fleet_env
 from harness.events import read_events
+from harness.results import SCHEMAS
+from harness.run import scan_ahead
 from harness.run.schedule import build_schedule
 from harness.scenario import load_scenario
 from harness.simulator.process import SimulatorProcess, start_simulator
@@ -47,10 +51,11 @@ def _env(sim: SimulatorProcess) -> dict[str, str]:
 
 
 def _start(sim: SimulatorProcess, scenario: Path, results: Path,
-           *extra: str) -> subprocess.Popen[bytes]:
+           *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "harness", "burst", str(scenario), "--results", str(results),
-         "--no-live", *extra], env=_env(sim), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+         "--no-live", *extra], env={**_env(sim), **(env or {})}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
 
 
 def _finish(proc: subprocess.Popen[bytes], results: Path) -> Path:
@@ -64,9 +69,10 @@ def _finish(proc: subprocess.Popen[bytes], results: Path) -> Path:
     return run_dir
 
 
-def _run(sim: SimulatorProcess, scenario: Path, results: Path, *extra: str) -> Path:
+def _run(sim: SimulatorProcess, scenario: Path, results: Path, *extra: str,
+         env: dict[str, str] | None = None) -> Path:
     sim.reset()
-    return _finish(_start(sim, scenario, results, *extra), results)
+    return _finish(_start(sim, scenario, results, *extra, env=env), results)
 
 
 class Burst:
@@ -90,9 +96,10 @@ def single(burst_sim: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory
 def two_workers(burst_sim: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory
                 ) -> Burst:
     """The same burst from a Locust master and two local worker processes, its summary
-    in Chinese (``--lang zh``)."""
+    in Chinese (``--lang zh``), its log scanned ahead every 0.2 s in stretches of 16 kB."""
     run_dir = _run(burst_sim, SCENARIO, tmp_path_factory.mktemp("two"), "--workers", "2",
-                   "--lang", "zh")
+                   "--lang", "zh", env={scan_ahead.BYTES_ENV: "16384",
+                                        scan_ahead.PERIOD_ENV: "0.2"})
     return Burst(run_dir, burst_sim.truth())
 
 
@@ -248,6 +255,23 @@ def test_two_workers_merge_into_one_run_folder(two_workers: Burst) -> None:
     assert two_workers.truth["suppliers"]["healthy"]["orders_created"] == 135
     manifest = json.loads((two_workers.run_dir / "manifest.json").read_text())
     assert manifest["mode"] == "burst" and manifest["finished_at"]
+
+
+def test_the_log_scanned_during_the_burst_gives_the_same_tables(two_workers: Burst,
+                                                                tmp_path: Path) -> None:
+    """During the burst the log was scanned ahead into stretches, for every shard, and the
+    tables built from them (what the burst wrote) equal the tables built from the log
+    alone."""
+    stretches = list((two_workers.run_dir / tables_columnar.FOLD_DIR).glob("*.parquet"))
+    assert {path.name.split(".jsonl")[0] for path in stretches} >= {"events-w0",
+                                                                      "events-w1"}
+    alone = tmp_path / two_workers.run_dir.name
+    shutil.copytree(two_workers.run_dir, alone, ignore=shutil.ignore_patterns(
+        tables_columnar.FOLD_DIR))
+    ahead, fresh = tables_columnar.build(two_workers.run_dir), tables_columnar.build(alone)
+    for name in SCHEMAS:
+        pd.testing.assert_frame_equal(getattr(ahead, name), getattr(fresh, name),
+                                      check_exact=True, obj=name)
 
 
 def test_holiday_peak_scenario_is_sane_for_the_demo_fleet() -> None:

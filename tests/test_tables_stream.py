@@ -7,6 +7,7 @@ import functools
 import importlib.util
 import json
 import random
+import shutil
 import sys
 import tarfile
 from decimal import Decimal
@@ -73,6 +74,31 @@ def _assert_same_tables(run_dir: Path, *, columnar: bool = True) -> None:
         for name in SCHEMAS:
             pd.testing.assert_frame_equal(getattr(new, name), getattr(old, name),
                                           check_exact=True, obj=f"{builder.__name__} {name}")
+    if columnar:  # and the columnar fold of a log scanned ahead as it was written
+        new = tables_columnar.build(_folded_as_written(run_dir))
+        for name in SCHEMAS:
+            pd.testing.assert_frame_equal(getattr(new, name), getattr(old, name),
+                                          check_exact=True, obj=f"scanned ahead {name}")
+
+
+def _folded_as_written(run_dir: Path) -> Path:
+    """A copy of the run whose shards are written in three steps, scanned ahead
+    (fold_ahead) after the first two, as a burst does: stretches and an unscanned tail
+    (the first step's in stretches of at most 64 kB)."""
+    copy = run_dir.parent / "scanned-ahead" / run_dir.name  # the same run id
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("events*.jsonl", ".fold"))
+    shards = {shard.name: shard.read_bytes().splitlines(keepends=True)
+              for shard in run_dir.glob("events*.jsonl")}
+    for step in (1, 2, 3):
+        for name, lines in shards.items():
+            with (copy / name).open("ab") as handle:
+                handle.writelines(lines[len(lines) * (step - 1) // 3:len(lines) * step // 3])
+        if step < 3:
+            tables_columnar.fold_ahead(copy, min_bytes=1, max_bytes=65536 if step == 1 else
+                                       1 << 30)
+    assert list((copy / tables_columnar.FOLD_DIR).glob("*.parquet"))
+    return copy
 
 
 @pytest.mark.parametrize("kind", ["burst", "trial"])
@@ -362,3 +388,40 @@ def test_epoch_times_with_ties_in_a_shard_match(tmp_path: Path,
     assert not sorted_logs
     tables_columnar.build(plain)
     assert sorted_logs == [1]
+
+
+def test_stretches_that_no_longer_match_their_shard_are_not_read(
+        real_runs: dict[str, Path], tmp_path: Path) -> None:
+    """Stretches scanned ahead are read only while they match their shard: a shard replaced
+    by another file or cut short, a stretch out of line with the one before, and a scan
+    killed half-way (its temporary folder left) give the log's own tables, never the
+    stale stretches'."""
+    run = tmp_path / real_runs["burst"].name
+    shutil.copytree(real_runs["burst"], run)
+    tables_columnar.fold_ahead(run, min_bytes=1, max_bytes=65536)
+    folded = run / tables_columnar.FOLD_DIR
+    (folded / "trialbench-fold-killed").mkdir()
+    (folded / "trialbench-fold-killed" / "part.jsonl").write_text("{")
+    shard = run / "events-w0.jsonl"
+    lines = shard.read_bytes().splitlines(keepends=True)
+    chain, covered, counted = tables_columnar._segments(shard, folded)
+    assert len(chain) > 2 and covered == shard.stat().st_size and counted == len(lines)
+    # another file under the shard's name: every stretch of it is stale
+    replaced = tmp_path / "replaced.jsonl"
+    replaced.write_bytes(b"".join(lines[: len(lines) // 2]))
+    replaced.replace(shard)
+    assert tables_columnar._segments(shard, folded)[0] == []
+    _assert_same_tables(run)
+    # the same file cut short: the stretches past its end are stale
+    tables_columnar.fold_ahead(run, min_bytes=1, max_bytes=16384)
+    with shard.open("r+b") as handle:
+        handle.truncate(len(b"".join(lines[: len(lines) // 4])))
+    chain, covered, _ = tables_columnar._segments(shard, folded)
+    assert chain and covered <= shard.stat().st_size
+    _assert_same_tables(run)
+    # a stretch that says it starts after more lines than the stretches before hold
+    first = chain[0].name.split(".")
+    first[5] = str(int(first[5]) + 1)
+    chain[0].rename(folded / ".".join(first))
+    assert tables_columnar._segments(shard, folded)[0] == []
+    _assert_same_tables(run)

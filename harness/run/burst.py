@@ -73,6 +73,7 @@ from harness.results import burst_error_text
 from harness.run.budget import Budget
 from harness.run.gevent_transport import GeventTransport, drive
 from harness.run.lifecycle import order_prefix
+from harness.run.scan_ahead import ScanAhead
 from harness.run.schedule import (
     Schedule,
     build_schedule,
@@ -399,6 +400,7 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
     folder = RunFolder.create(results_root, scenario, scenario_path, mode="burst")
     hub = Hub(folder, schedule, plan)
     children: list[subprocess.Popen[bytes]] = []
+    scan_ahead: ScanAhead | None = None
     interrupted = False
     runner: Runner
     try:
@@ -517,10 +519,13 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
                          scheduled_per_second=schedule.per_second(),
                          spending_cap=plan.spending_cap, distributed=distributed)
         runner.start_shape()
+        scan_ahead = ScanAhead(folder.path)  # so the build at the end reads little JSON
 
         watch = WorkerWatch(runner, hub, children, clients) if distributed else None
         reason, interrupted = _supervise(runner, hub, shape, schedule, plan, stop_state,
                                          console, live, expected, watch)
+        _end_scan_ahead(scan_ahead, console)
+        scan_ahead = None
         folder.manifest["burst_aborted"] = reason
         if reason is not None:
             folder.log.write("burst_aborted", reason=reason)
@@ -560,6 +565,8 @@ def run_burst(scenario_path: Path, *, results_root: Path = Path("results"),
         interrupted = True
     finally:
         _reap(children)
+        if scan_ahead is not None:
+            _end_scan_ahead(scan_ahead, console)
         hub.close()
         folder.close(interrupted=interrupted)
     print_summary(folder.path, console)
@@ -750,6 +757,14 @@ def _supervise(runner: Runner, hub: Hub, shape: BurstShape, schedule: Schedule,
             view.update(hub.table("finished"), refresh=True)
             view.stop()
     return reason, interrupted
+
+
+def _end_scan_ahead(scan_ahead: ScanAhead, console: Console) -> None:
+    """Stop scanning the log ahead (once); say so if it had stopped on an error."""
+    said = scan_ahead.close()
+    if said.strip():
+        console.print(f"[yellow]{said.strip()}[/] (the tables are built from the log "
+                      "all the same)")
 
 
 def _send_stop(runner: Runner, hub: Hub, grace_s: float) -> None:
