@@ -8,6 +8,7 @@ import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +118,26 @@ def _decode(column: Any) -> list[Any]:
     return out
 
 
-def _arrow(con: Any, sql: str) -> Any:
-    """The result of ``sql`` as an Arrow table, streamed out of DuckDB in batches."""
-    return con.sql(sql).to_arrow_reader(1 << 16).read_all()
+def _arrow(con: Any, sql: str, encode: tuple[str, ...] = ()) -> Any:
+    """The result of ``sql`` as an Arrow table, streamed out of DuckDB in batches; the
+    columns ``encode`` (few distinct texts in many rows) dictionary-encoded batch by batch,
+    so that they take a few bytes a row while the table waits for the Python fold."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    reader = con.sql(sql).to_arrow_reader(1 << 16)
+    if not encode:
+        return reader.read_all()
+    batches = []
+    for batch in reader:
+        columns = [pc.dictionary_encode(column) if name in encode else column
+                   for name, column in zip(batch.schema.names, batch.columns, strict=True)]
+        batches.append(pa.record_batch(columns, names=batch.schema.names))
+    if not batches:  # the schema with the encoded types, no rows
+        return pa.Table.from_batches([], schema=pa.schema([
+            pa.field(f.name, pa.dictionary(pa.int32(), f.type) if f.name in encode
+                     else f.type) for f in reader.schema]))
+    return pa.Table.from_batches(batches).unify_dictionaries()
 
 
 def _floats(column: Any) -> np.ndarray[Any, Any]:
@@ -155,13 +173,16 @@ def build(run_dir: Path) -> R.RunTables:
                                      "preserve_insertion_order": True})
         try:
             con.execute("SET enable_progress_bar = false")
-            tables = _build(con, run_dir, shards, manifest, Path(spill))
-            # the scan read every line: keep whether the run finished, so the first
-            # analysis need not read the log again (harness.events.run_complete)
-            E.keep_completion(run_dir, signature, _complete(con))
-            return tables
-        finally:
+            rows = _fetch(con, run_dir, shards, Path(spill))
+            complete = _complete(con)
+            con.execute("SET memory_limit = '32MB'")  # its buffers go back to the system
+        finally:                                      # before the rows become tables
             con.close()
+    tables = _tables(run_dir.name, manifest, rows)
+    # the scan read every line: keep whether the run finished, so the first analysis
+    # need not read the log again (harness.events.run_complete)
+    E.keep_completion(run_dir, signature, complete)
+    return tables
 
 
 def _scan(source: str, lines_before: int = 0) -> str:
@@ -293,8 +314,27 @@ def fold_ahead(run_dir: Path, *, min_bytes: int = FOLD_BYTES,
     return done
 
 
-def _build(con: Any, run_dir: Path, shards: list[Path],
-           manifest: dict[str, Any], spill: Path) -> R.RunTables:
+@dataclass
+class _Rows:
+    """What DuckDB hands the Python fold, in Arrow: the rare events (parsed), the orders'
+    rows with their attempts and errors, the code checks, and the finished timeline."""
+
+    rare: list[tuple[dict[str, Any], dict[str, Any]]]
+    orders: Any
+    tried: Any
+    failed: Any
+    codes: Any
+    timeline: Any
+
+
+def _tables(run_id: str, manifest: dict[str, Any], rows: _Rows) -> R.RunTables:
+    money = R._Money(run_id)
+    orders = _orders(run_id, rows, money)
+    codes = _codes(run_id, rows.codes, money)
+    return R._assemble(run_id, manifest, orders, codes, money, rows.timeline)
+
+
+def _fetch(con: Any, run_dir: Path, shards: list[Path], spill: Path) -> _Rows:
     run_id = run_dir.name
     folded = run_dir / FOLD_DIR
     scans: list[tuple[int, str]] = []  # (shard, JSON scan) read into table json<i>
@@ -357,11 +397,7 @@ def _build(con: Any, run_dir: Path, shards: list[Path],
              ON e.seq = g.last_seq""")
 
     rare = _rare_events(con, shards)
-    money = R._Money(run_id)
-    orders = _orders(con, run_id, rare, money)
-    codes = _codes(con, run_id, money)
-    timeline = _timeline(con, run_id, rare)
-    return R._assemble(run_id, manifest, orders, codes, money, timeline)
+    return _Rows(rare, *_order_rows(con), _code_rows(con), _timeline(con, run_id, rare))
 
 
 def _number_by_sorting(con: Any, union: str, shards: int) -> None:
@@ -431,7 +467,15 @@ def _strings(column: Any) -> Any:
     if hasattr(column, "combine_chunks"):
         column = column.combine_chunks()
     valid = len(column) - column.null_count
-    if not valid or pc.sum(pc.match_substring_regex(column, r'^"[^"\\]*"$')).as_py() != valid:
+    if not valid:
+        return None
+    if hasattr(column, "dictionary"):  # encoded (each text in the dictionary is used)
+        texts = column.dictionary
+        if pc.sum(pc.match_substring_regex(texts, r'^"[^"\\]*"$')).as_py() != len(texts):
+            return None
+        return pd.array(pc.take(pc.utf8_slice_codeunits(texts, 1, -1), column.indices),
+                        dtype="str")
+    if pc.sum(pc.match_substring_regex(column, r'^"[^"\\]*"$')).as_py() != valid:
         return None
     return pd.array(pc.utf8_slice_codeunits(column, 1, -1), dtype="str")
 
@@ -472,9 +516,9 @@ def _final_fields(value: Any) -> tuple[Any, ...]:
     return (last, R._money(amount), R._money(unit), delivered, reason or "", resolution or "")
 
 
-def _orders(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, Any]]],
-            money: R._Money) -> Any:
-    """The orders table; feeds ``money`` the rare money events."""
+def _order_rows(con: Any) -> tuple[Any, Any, Any]:
+    """Each order's row (its last plan, first and last acceptance, last final state), its
+    attempts counted by method and purpose, and its errors in log order."""
     base = _arrow(con, """
         WITH acc AS (SELECT o.idx, min(e.seq) AS first, max(e.seq) AS last
                      FROM ev e JOIN o ON e.k = o.k
@@ -495,7 +539,20 @@ def _orders(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, An
              LEFT JOIN fin ON o.idx = fin.idx
              LEFT JOIN (SELECT seq, t, k1, k2, d FROM ev WHERE type = 'order_final') f
                  ON f.seq = fin.last
-        ORDER BY o.idx""")
+        ORDER BY o.idx""", encode=("ksup", "mode", "rest", "state", "frest"))
+    tried = _arrow(con, """SELECT o.idx, e.k2 AS method, e.k3 AS purpose, count(*) AS n
+                       FROM ev e JOIN o ON e.k = o.k
+                       WHERE e.type = 'order_attempt' GROUP BY ALL""",
+                   encode=("method", "purpose"))
+    failed = _arrow(con, """SELECT o.idx, e.k1 AS kind, e.k2 AS status, e.k3 AS phase
+                        FROM ev e JOIN o ON e.k = o.k
+                        WHERE e.type = 'order_error' ORDER BY e.seq""")
+    return base, tried, failed
+
+
+def _orders(run_id: str, fetched: _Rows, money: R._Money) -> Any:
+    """The orders table; feeds ``money`` the rare money events."""
+    base, tried, failed, rare = fetched.orders, fetched.tried, fetched.failed, fetched.rare
     n = base.num_rows
     worker, sku, quantity, deadline, listed, sale, face = _derived(
         base["rest"], _plan_fields, (None,) * 7)
@@ -527,9 +584,6 @@ def _orders(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, An
             key = (event.get("supplier", ""), event.get("client_order_id", ""))
             money.add(kind, event, key, known["mode"])
 
-    tried = _arrow(con, """SELECT o.idx, e.k2 AS method, e.k3 AS purpose, count(*) AS n
-                       FROM ev e JOIN o ON e.k = o.k
-                       WHERE e.type = 'order_attempt' GROUP BY ALL""")
     counts = tuple(np.zeros(n, dtype=np.int64) for _ in range(4))
     if tried.num_rows:
         rows = tried["idx"].to_numpy()
@@ -542,9 +596,6 @@ def _orders(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, An
             np.add.at(counts[c], rows[mine], times[mine])
 
     errors: dict[int, list[tuple[str, int, str]]] = {}
-    failed = _arrow(con, """SELECT o.idx, e.k1 AS kind, e.k2 AS status, e.k3 AS phase
-                        FROM ev e JOIN o ON e.k = o.k
-                        WHERE e.type = 'order_error' ORDER BY e.seq""")
     for row, kind_, status, phase in zip(failed["idx"].to_pylist(), _decode(failed["kind"]),
                                          _decode(failed["status"]), _decode(failed["phase"]),
                                          strict=True):
@@ -562,16 +613,21 @@ def _code_fields(value: Any) -> tuple[Any, ...]:
     return (*value[:2], *(R._money(v) for v in value[2:5]), *value[5:])
 
 
-def _codes(con: Any, run_id: str, money: R._Money) -> Any:
-    """The codes table, one row per code_checked in log order."""
-    table = _arrow(con, """SELECT CASE WHEN e.nosup AND o.idx IS NULL THEN NULL ELSE e.ksup END
+def _code_rows(con: Any) -> Any:
+    """The code checks in log order, each with its order's key and mode when planned."""
+    return _arrow(con, """SELECT CASE WHEN e.nosup AND o.idx IS NULL THEN NULL ELSE e.ksup END
                                   AS supplier,
                               CASE WHEN e.nocid AND o.idx IS NULL THEN NULL ELSE e.kcid END
                                   AS client_order_id,
                               e.k1, e.k2, e.k3, e.k4, o.mode AS omode,
                               o.idx IS NOT NULL AS planned
                        FROM ev e LEFT JOIN o ON e.k = o.k
-                       WHERE e.type = 'code_checked' ORDER BY e.seq""")
+                       WHERE e.type = 'code_checked' ORDER BY e.seq""",
+                  encode=("supplier", "k3", "k4", "omode"))
+
+
+def _codes(run_id: str, table: Any, money: R._Money) -> Any:
+    """The codes table, one row per code_checked in log order."""
     codes: dict[str, Any] = {col: [] for col in R.CODES_COLUMNS}
     # event.get(col): None where the field is missing, unless the order's key replaces it
     codes["supplier"] = _texts(table["supplier"])

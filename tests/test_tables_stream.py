@@ -425,3 +425,18 @@ def test_stretches_that_no_longer_match_their_shard_are_not_read(
     chain[0].rename(folded / ".".join(first))
     assert tables_columnar._segments(shard, folded)[0] == []
     _assert_same_tables(run)
+
+
+def test_a_hash_shared_by_two_orders_sends_the_log_to_the_streaming_fold(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The columnar fold joins events to orders by a 64-bit hash of the order's key; were
+    two keys ever to share one, it refuses the log (Unsupported) and build_tables gives
+    the streaming fold's tables, equal to the reference: never one order's events on
+    another."""
+    run = _burst_log(tmp_path)
+    scan = tables_columnar._scan
+    monkeypatch.setattr(tables_columnar, "_scan", lambda *a, **k: scan(*a, **k).replace(
+        "hash(ksup, kcid)", "hash(ksup)"))  # every order of a supplier shares one hash
+    with pytest.raises(tables_columnar.Unsupported, match="share a hash"):
+        tables_columnar.build(run)
+    _assert_same_tables(run, columnar=False)
