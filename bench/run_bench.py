@@ -136,7 +136,7 @@ def bench_tables(table: Table, tmp: Path, small: int, large: int, old: bool,
                  ) -> None:
     from synth_run import write_run
 
-    from harness.tables_columnar import FOLD_BYTES
+    from harness.run.scan_ahead import STRETCH_BYTES
 
     child = _CHILD.format(bench=str(HERE))
     results: dict[int, dict[str, Any]] = {}
@@ -144,7 +144,7 @@ def bench_tables(table: Table, tmp: Path, small: int, large: int, old: bool,
         ahead = orders == large
         if ahead:  # the log written while it is scanned ahead, as during a burst
             run, cpu_s = _write_scanning_ahead(tmp / f"run-{orders}", orders,
-                                               FOLD_BYTES if orders >= 100_000 else 16384)
+                                               STRETCH_BYTES if orders >= 100_000 else 16384)
         else:
             run = write_run(tmp / f"run-{orders}", orders, 10, 2)
         size_mb = sum(p.stat().st_size for p in run.glob("events*.jsonl")) / 1e6

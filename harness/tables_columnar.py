@@ -207,8 +207,6 @@ def _scan(source: str, lines_before: int = 0) -> str:
 
 FOLD_DIR = ".fold"
 """Where :func:`fold_ahead` keeps a shard's scanned stretches, in the run folder."""
-FOLD_BYTES = 64 << 20
-"""The least new log (bytes) :func:`fold_ahead` scans at a time during a run."""
 
 
 def _segment_name(shard: Path, inode: int, start: int, end: int, before: int,
@@ -273,14 +271,13 @@ def _last_line_end(shard: Path, start: int, limit: int) -> int:
     return start
 
 
-def fold_ahead(run_dir: Path, *, min_bytes: int = FOLD_BYTES,
-               max_bytes: int = 4 * FOLD_BYTES, keep_bytes: int = 0,
-               stop: Callable[[], bool] | None = None) -> int:
+def fold_ahead(run_dir: Path, *, min_bytes: int, max_bytes: int | None = None,
+               keep_bytes: int = 0, stop: Callable[[], bool] | None = None) -> int:
     """Scan the log's new whole lines into Parquet stretches under ``run_dir/.fold``, so
     that the table build at the end of a run reads those instead of the JSON (what
     :func:`build` would scan there, byte for byte). A shard is scanned once it has
-    ``min_bytes`` new, in stretches of at most ``max_bytes``, leaving its last
-    ``keep_bytes`` alone; ``stop()`` is asked between stretches. A stretch is written whole
+    ``min_bytes`` new, in stretches of at most ``max_bytes`` (default 4 x ``min_bytes``),
+    leaving its last ``keep_bytes`` alone; ``stop()`` is asked between stretches. A stretch is written whole
     under a temporary name and renamed, so stopping at any point loses nothing. Returns
     the bytes scanned. During a burst, :mod:`harness.run.scan_ahead` runs it."""
     import duckdb
@@ -290,7 +287,8 @@ def fold_ahead(run_dir: Path, *, min_bytes: int = FOLD_BYTES,
     for shard in sorted(run_dir.glob("events*.jsonl")):
         while not (stop is not None and stop()):
             _, covered, counted = _segments(shard, folded) if folded.is_dir() else ([], 0, 0)
-            limit = min(shard.stat().st_size - keep_bytes, covered + max(min_bytes, max_bytes))
+            most = 4 * min_bytes if max_bytes is None else max(min_bytes, max_bytes)
+            limit = min(shard.stat().st_size - keep_bytes, covered + most)
             if limit - covered < min_bytes:
                 break
             end = _last_line_end(shard, covered, limit)

@@ -20,11 +20,13 @@ import sys
 import time
 from pathlib import Path
 
+STRETCH_BYTES = 64 << 20
+"""A shard is scanned once it has this much new log (in stretches of up to 4 times it)."""
 PERIOD_S = 10.0
 """How often the child looks for new log."""
 BYTES_ENV, PERIOD_ENV = "TRIALBENCH_SCAN_AHEAD_BYTES", "TRIALBENCH_SCAN_AHEAD_EVERY_S"
-"""Override :data:`harness.tables_columnar.FOLD_BYTES` and :data:`PERIOD_S` (tests scan a
-few kB every fraction of a second)."""
+"""Override :data:`STRETCH_BYTES` and :data:`PERIOD_S` (tests scan a few kB every fraction
+of a second)."""
 NICENESS = 10
 """The child yields the CPU to the burst's workers and the master."""
 
@@ -58,16 +60,21 @@ def _stdin_closed(timeout_s: float) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    from harness.tables_columnar import FOLD_BYTES, fold_ahead
-
     run_dir = Path(argv[0])
-    min_bytes = int(os.environ.get(BYTES_ENV) or FOLD_BYTES)
+    min_bytes = int(os.environ.get(BYTES_ENV) or STRETCH_BYTES)
     period_s = float(os.environ.get(PERIOD_ENV) or PERIOD_S)
     os.nice(NICENESS)
+    # DuckDB and pandas (a second of CPU) are imported once there is log to scan
+    ready = False
     while True:
         started = time.monotonic()
+        ready = ready or any(shard.stat().st_size >= min_bytes
+                             for shard in run_dir.glob("events*.jsonl"))
         try:
-            fold_ahead(run_dir, min_bytes=min_bytes, stop=lambda: _stdin_closed(0))
+            if ready:
+                from harness.tables_columnar import fold_ahead
+
+                fold_ahead(run_dir, min_bytes=min_bytes, stop=lambda: _stdin_closed(0))
         except Exception as error:  # the build scans what was not scanned ahead
             print(f"scanning the log ahead stopped: {error!r}", file=sys.stderr)
             return 1
