@@ -8,11 +8,14 @@ with their targets and ratios (measured side by side: absolute figures on a shar
 Parts (each also runnable alone, see bench/README.md):
 
 - tables: a synthetic burst log (``bench/synth_run.py``) of ``--small`` and ``--large``
-  orders over 10 suppliers; the builder (``harness.results.build_tables``: the columnar
-  fold, ``harness.tables_columnar``) and, at the small size, the old builder
-  (``bench/tables_reference.py``) and with ``--fallback`` the streaming fold it falls back
-  to (``build_tables_streaming``), each in its own process, wall time and peak RSS; then
-  ``trialbench rank`` and ``trialbench report`` on the large run;
+  orders over 10 suppliers, the large one scanned ahead while it is written, as a burst's
+  child does (``harness.run.scan_ahead``); the builder (``harness.results.build_tables``:
+  the columnar fold, ``harness.tables_columnar``) on the small log, and on the large one
+  without and with the stretches scanned ahead; with ``--old`` the builder before issue 13
+  (``bench/tables_reference.py``) and with ``--fallback`` the streaming fold the builder
+  falls back to (``build_tables_streaming``) on the small log; each in its own process,
+  wall time and peak RSS; then ``trialbench rank`` and ``trialbench report`` on the large
+  run;
 - bootstrap: the latency-growth p95 of 4,000 block draws (222 blocks, 33,000 orders: one
   third of one supplier at 1M orders / 10 suppliers), per-draw loop against the
   vectorised bisection (same picks, same answers);
@@ -423,6 +426,8 @@ def main() -> None:
     parser.add_argument("--parts", default="tables,bootstrap,burst,latency")
     parser.add_argument("--fallback", action="store_true",
                         help="also time the streaming fold (the fallback) at --small: ~20 s")
+    parser.add_argument("--old", action="store_true",
+                        help="also time the builder before issue 13 at --small: ~30 s")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(ROOT))
@@ -433,7 +438,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="trialbench-bench-") as tmp_name:
         tmp = Path(tmp_name)
         if "tables" in parts:
-            bench_tables(table, tmp, small, large, old=True,
+            bench_tables(table, tmp, small, large, old=args.old or args.smoke,
                          commands=("rank",) if args.smoke else ("rank", "report"),
                          fallback=args.fallback or args.smoke)
         if "bootstrap" in parts:
