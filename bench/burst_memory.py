@@ -11,7 +11,8 @@ stock that never run out):
    headless master and the same number of workers, the same rate and duration.
 
 Every ``--sample-s`` it records the RSS of the master and of each worker (psutil) and the
-orders the simulator has created so far (its ground truth). It prints one JSON line per
+orders the simulator has created so far (its ground truth); trialbench's scan-ahead child
+(``harness.run.scan_ahead``) apart, its first and peak RSS (its CPU counts with the rest). It prints one JSON line per
 run with, per role (``master``, ``workers`` = their sum), the RSS at the start and end of
 the steady part and the growth in KB per 1,000 orders over its first and second half
 (least squares of RSS on orders; the first ``--warmup-s`` are skipped). Flat memory is a
@@ -100,14 +101,26 @@ def _orders(sim: SimulatorProcess) -> int:
     return int(sim.truth()["suppliers"]["bench"]["orders_created"])
 
 
-def _sample(sim: SimulatorProcess, master: int, workers: list[int], start: float
+def _scan_ahead(pid: int) -> bool:
+    """Whether ``pid`` is trialbench's scan-ahead child (harness.run.scan_ahead), not a
+    worker: its memory is the same at any length of run, and is reported apart."""
+    try:
+        return "harness.run.scan_ahead" in psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+
+
+def _sample(sim: SimulatorProcess, master: int, children: list[int], start: float
             ) -> dict[str, Any]:
-    rss = [_rss_kb(pid) for pid in workers]
+    helpers = [pid for pid in children if _scan_ahead(pid)]
+    rss = [_rss_kb(pid) for pid in children if pid not in helpers]
+    helper_rss = [r for r in map(_rss_kb, helpers) if r is not None]
     return {"t_s": round(time.monotonic() - start, 2), "orders": _orders(sim),
             "master_kb": _rss_kb(master),
             "workers_kb": sum(r for r in rss if r is not None) if rss else None,
             "workers": len([r for r in rss if r is not None]),
-            "cpu_s": _cpu_s(master) + sum(_cpu_s(pid) for pid in workers)}
+            "scan_ahead_kb": sum(helper_rss) if helper_rss else None,
+            "cpu_s": _cpu_s(master) + sum(_cpu_s(pid) for pid in children)}
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
@@ -135,6 +148,10 @@ def summarise(name: str, samples: list[dict[str, Any]], warmup_s: float,
         # CPU of the master and workers (user + system) per order over the steady part
         out["cpu_ms_per_order"] = round((steady[-1]["cpu_s"] - steady[0]["cpu_s"]) * 1000
                                         / (steady[-1]["orders"] - steady[0]["orders"]), 3)
+    scan = [s["scan_ahead_kb"] for s in samples if s.get("scan_ahead_kb")]
+    if scan:  # the scan-ahead child over the whole run (it reads the log in stretches)
+        out["scan_ahead_rss_mb_first_peak"] = [round(scan[0] / 1024, 1),
+                                               round(max(scan) / 1024, 1)]
     for role in ("master", "workers"):
         key = f"{role}_kb"
         pts = [(float(s["orders"]), float(s[key])) for s in steady if s[key] is not None]

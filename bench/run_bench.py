@@ -223,8 +223,8 @@ def bench_tables(table: Table, tmp: Path, small: int, large: int, old: bool,
 
 def _write_scanning_ahead(out: Path, orders: int, min_bytes: int) -> tuple[Path, float]:
     """``synth_run.write_run`` while a thread scans the log ahead as a burst's child does
-    (``tables_columnar.fold_ahead``, ``min_bytes`` at a time, until the writing ends); the
-    run and the thread's CPU seconds."""
+    (``tables_columnar.fold_ahead``, ``min_bytes`` at a time); the run and the thread's CPU
+    seconds."""
     import threading
 
     from synth_run import write_run
@@ -235,12 +235,13 @@ def _write_scanning_ahead(out: Path, orders: int, min_bytes: int) -> tuple[Path,
     cpu = [0.0]
 
     def scan() -> None:
-        scanned = 0
         while not done.wait(1.0):
             if out.is_dir():
-                scanned += fold_ahead(out, min_bytes=min_bytes, max_bytes=4 * min_bytes)
-        if not scanned:  # written faster than a look (--smoke): all but the last stretch
-            fold_ahead(out, min_bytes=min_bytes, max_bytes=4 * min_bytes, keep_bytes=min_bytes)
+                fold_ahead(out, min_bytes=min_bytes)
+        # the writing here is far faster than a burst's (300 orders/s: 0.7 MB/s), which the
+        # child keeps up with: catch up, leaving what a burst's end can leave at most (just
+        # under a stretch per shard; plus what the last 10 s wrote, ~7 MB at 300/s)
+        fold_ahead(out, min_bytes=1, max_bytes=4 * min_bytes, keep_bytes=min_bytes - 1)
         cpu[0] = time.thread_time()
 
     scanner = threading.Thread(target=scan)
@@ -309,10 +310,15 @@ def bench_burst(table: Table, smoke: bool) -> None:
                       f"orders)", f"{grow:.0f} B/order" if grow == grow else "n/a",
                       "< 50 B/order" if name == "trialbench" else "",
                       _verdict(grow < 50) if name == "trialbench" and grow == grow else "")
+    scan = rows["trialbench"].get("scan_ahead_rss_mb_first_peak")
+    if scan:
+        table.add("trialbench: the scan-ahead child's RSS, first sample / peak",
+                  f"{scan[0]:,.0f} / {scan[1]:,.0f} MB", "", "the same at any run length "
+                  "(a stretch at a time)")
     tb, plain = rows["trialbench"].get("cpu_ms_per_order"), \
         rows["plain-locust"].get("cpu_ms_per_order")
     if tb and plain:
-        table.add(f"CPU per order at {rate}/s, 1 worker (master + worker)",
+        table.add(f"CPU per order at {rate}/s, 1 worker (master + worker + scan-ahead)",
                   f"trialbench {tb:.2f} ms, plain Locust {plain:.2f} ms",
                   "≥ 0.8 (orders/s ∝ 1 / CPU)", f"plain/trialbench {plain / tb:.2f} "
                   + _verdict(plain / tb >= 0.8))

@@ -174,11 +174,17 @@ def build(run_dir: Path) -> R.RunTables:
         try:
             con.execute("SET enable_progress_bar = false")
             rows = _fetch(con, run_dir, shards, Path(spill))
-            complete = _complete(con)
+            money = R._Money(run_dir.name)
+            # the timeline's queries run in DuckDB while Python makes the orders table
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                later = pool.submit(_timeline_and_completion, con, run_dir.name, rows.rare)
+                orders = _orders(run_dir.name, rows, money)
+                timeline, complete = later.result()
             con.execute("SET memory_limit = '32MB'")  # its buffers go back to the system
-        finally:                                      # before the rows become tables
+        finally:                                      # before the codes become a table
             con.close()
-    tables = _tables(run_dir.name, manifest, rows)
+    codes = _codes(run_dir.name, rows.codes, money)
+    tables = R._assemble(run_dir.name, manifest, orders, codes, money, timeline)
     # the scan read every line: keep whether the run finished, so the first analysis
     # need not read the log again (harness.events.run_complete)
     E.keep_completion(run_dir, signature, complete)
@@ -277,9 +283,10 @@ def fold_ahead(run_dir: Path, *, min_bytes: int, max_bytes: int | None = None,
     that the table build at the end of a run reads those instead of the JSON (what
     :func:`build` would scan there, byte for byte). A shard is scanned once it has
     ``min_bytes`` new, in stretches of at most ``max_bytes`` (default 4 x ``min_bytes``),
-    leaving its last ``keep_bytes`` alone; ``stop()`` is asked between stretches. A stretch is written whole
-    under a temporary name and renamed, so stopping at any point loses nothing. Returns
-    the bytes scanned. During a burst, :mod:`harness.run.scan_ahead` runs it."""
+    leaving its last ``keep_bytes`` alone; ``stop()`` is asked between stretches. A
+    stretch is written whole under a temporary name and renamed, so stopping at any point
+    loses nothing. Returns the bytes scanned. During a burst, :mod:`harness.run.scan_ahead`
+    runs it."""
     import duckdb
 
     folded = run_dir / FOLD_DIR
@@ -315,25 +322,29 @@ def fold_ahead(run_dir: Path, *, min_bytes: int, max_bytes: int | None = None,
 @dataclass
 class _Rows:
     """What DuckDB hands the Python fold, in Arrow: the rare events (parsed), the orders'
-    rows with their attempts and errors, the code checks, and the finished timeline."""
+    rows with their attempts and errors, and the code checks."""
 
     rare: list[tuple[dict[str, Any], dict[str, Any]]]
     orders: Any
     tried: Any
     failed: Any
     codes: Any
-    timeline: Any
 
 
-def _tables(run_id: str, manifest: dict[str, Any], rows: _Rows) -> R.RunTables:
-    money = R._Money(run_id)
-    orders = _orders(run_id, rows, money)
-    codes = _codes(run_id, rows.codes, money)
-    return R._assemble(run_id, manifest, orders, codes, money, rows.timeline)
+def _timeline_and_completion(con: Any, run_id: str,
+                             rare: list[tuple[dict[str, Any], dict[str, Any]]]
+                             ) -> tuple[Any, bool]:
+    """:func:`_timeline` and :func:`_complete`, on a cursor of their own (another thread)."""
+    cursor = con.cursor()
+    try:
+        return _timeline(cursor, run_id, rare), _complete(cursor)
+    finally:
+        cursor.close()
 
 
 def _fetch(con: Any, run_dir: Path, shards: list[Path], spill: Path) -> _Rows:
-    run_id = run_dir.name
+    """The log's events in DuckDB (stretches scanned ahead and JSON), checked, the orders
+    keyed, and the rows the Python fold reads."""
     folded = run_dir / FOLD_DIR
     scans: list[tuple[int, str]] = []  # (shard, JSON scan) read into table json<i>
     parts: list[list[str]] = []  # each shard's sources, in line order
@@ -394,8 +405,7 @@ def _fetch(con: Any, run_dir: Path, shards: list[Path], spill: Path) -> _Rows:
         JOIN (SELECT seq, ksup, kcid, k1, k2, d FROM ev WHERE type = 'order_planned') e
              ON e.seq = g.last_seq""")
 
-    rare = _rare_events(con, shards)
-    return _Rows(rare, *_order_rows(con), _code_rows(con), _timeline(con, run_id, rare))
+    return _Rows(_rare_events(con, shards), *_order_rows(con), _code_rows(con))
 
 
 def _number_by_sorting(con: Any, union: str, shards: int) -> None:
@@ -665,10 +675,11 @@ def _timeline(con: Any, run_id: str,
     # when no order was planned twice (a burst never re-plans; a resume might)
     join = "ASOF JOIN" if replans[0][0] else "JOIN"
     con.execute(f"""CREATE TABLE m AS
-        WITH tev AS (SELECT ksup, k, seq, type, t, k1, k2, d FROM ev
-                     WHERE seq > {known["seq"]} AND type IN ('order_attempt',
-                     'order_accepted', 'order_observed', 'order_error', 'schedule_slip',
-                     'order_final'))
+        WITH tev AS (SELECT ksup, k, seq, type, t, k1, k2, d FROM ev  -- what the counts read
+                     WHERE seq > {known["seq"]} AND (type IN ('order_accepted',
+                     'order_observed', 'order_error', 'schedule_slip')
+                     OR (type = 'order_attempt' AND k2 = '"POST"')
+                     OR (type = 'order_final' AND k1 IN ('"partial"', '"failed"'))))
         SELECT tev.*, bp.intended, floor(tev.t - {t0!r})::BIGINT AS sec,
                floor(bp.intended - {t0!r})::BIGINT AS isec
         FROM tev {join} bp ON tev.k = bp.k
@@ -687,7 +698,7 @@ def _timeline(con: Any, run_id: str,
             cells[(supplier(ksup), sec)][column] += n
 
     add("""SELECT ksup, sec, count(*) FROM m WHERE type = 'order_attempt'
-           AND k2 = '"POST"' AND (k1 IN ('1', 'true')
+           AND (k1 IN ('1', 'true')
                OR (json_type(k1::JSON) IN ('DOUBLE', 'UBIGINT', 'BIGINT') AND k1::DOUBLE = 1))
            GROUP BY ALL""", "sent")
     con.execute("""CREATE TABLE acc AS SELECT any_value(ksup) AS ksup, k, min(seq) AS aseq,
@@ -712,7 +723,6 @@ def _timeline(con: Any, run_id: str,
         "slipped")
     add("""SELECT m.ksup, m.sec, count(*) FROM m JOIN acc ON m.k = acc.k
            AND m.seq > acc.aseq
-           WHERE m.type = 'order_final' AND m.k1 IN ('"partial"', '"failed"')
-           GROUP BY ALL""", "partial_oversold")
+           WHERE m.type = 'order_final' GROUP BY ALL""", "partial_oversold")
     builder.cells = cells
     return builder.frame()

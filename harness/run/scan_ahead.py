@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-STRETCH_BYTES = 64 << 20
+STRETCH_BYTES = 16 << 20
 """A shard is scanned once it has this much new log (in stretches of up to 4 times it)."""
 PERIOD_S = 10.0
 """How often the child looks for new log."""
