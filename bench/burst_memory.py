@@ -12,12 +12,12 @@ stock that never run out):
 
 Every ``--sample-s`` it records the RSS of the master and of each worker (psutil) and the
 orders the simulator has created so far (its ground truth); trialbench's scan-ahead child
-(``harness.run.scan_ahead``) apart, its first and peak RSS (its CPU counts with the rest). It prints one JSON line per
-run with, per role (``master``, ``workers`` = their sum), the RSS at the start and end of
-the steady part and the growth in KB per 1,000 orders over its first and second half
-(least squares of RSS on orders; the first ``--warmup-s`` are skipped). Flat memory is a
-growth near 0 in the second half, as plain Locust's. Bounded: both runs stop by
-themselves; everything stays on loopback. Usage::
+(``harness.run.scan_ahead``) apart, its first and peak RSS (its CPU counts with the rest).
+It prints one JSON line per run with, per role (``master``, ``workers`` = their sum), the
+RSS at the start and end of the steady part and the growth in KB per 1,000 orders over its
+first and second half (least squares of RSS on orders; the first ``--warmup-s`` are
+skipped). Flat memory is a growth near 0 in the second half, as plain Locust's. Bounded:
+both runs stop by themselves; everything stays on loopback. Usage::
 
     .venv/bin/python bench/burst_memory.py [--rate 40] [--duration-s 180] [--workers 2]
 """

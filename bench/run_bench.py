@@ -234,13 +234,13 @@ def _write_scanning_ahead(out: Path, orders: int, min_bytes: int) -> tuple[Path,
     done = threading.Event()
     cpu = [0.0]
 
+    # the writing here is far faster than a burst's (300 orders/s: 0.7 MB/s), which the
+    # child keeps up with: at the end, catch up, leaving what a burst's end can leave at
+    # most: just under a stretch per shard (plus what the last 10 s wrote, ~7 MB at 300/s)
     def scan() -> None:
         while not done.wait(1.0):
             if out.is_dir():
-                fold_ahead(out, min_bytes=min_bytes)
-        # the writing here is far faster than a burst's (300 orders/s: 0.7 MB/s), which the
-        # child keeps up with: catch up, leaving what a burst's end can leave at most (just
-        # under a stretch per shard; plus what the last 10 s wrote, ~7 MB at 300/s)
+                fold_ahead(out, min_bytes=min_bytes, keep_bytes=min_bytes - 1)
         fold_ahead(out, min_bytes=1, max_bytes=4 * min_bytes, keep_bytes=min_bytes - 1)
         cpu[0] = time.thread_time()
 
