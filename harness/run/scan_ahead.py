@@ -68,9 +68,9 @@ def main(argv: list[str]) -> int:
     ready = False
     while True:
         started = time.monotonic()
-        ready = ready or any(shard.stat().st_size >= min_bytes
-                             for shard in run_dir.glob("events*.jsonl"))
         try:
+            ready = ready or any(shard.stat().st_size >= min_bytes
+                                 for shard in run_dir.glob("events*.jsonl"))
             if ready:
                 from harness.tables_columnar import fold_ahead
 
