@@ -1,4 +1,11 @@
-"""The table build at holiday scale: DuckDB folds the event log in columns, as results._fold."""
+"""The table build at holiday scale: DuckDB folds the event log in columns, as results._fold.
+
+Each shard's JSON lines are scanned into a few packed columns (:func:`_scan`); during a
+burst most of that scan is done ahead, into Parquet stretches under the run's ``.fold/``
+(:func:`fold_ahead`, run by :mod:`harness.run.scan_ahead`), and :func:`build` reads the
+stretches that still match their shard and scans only the rest. DuckDB's queries come
+first (:func:`_fetch`), then Python makes the tables from their Arrow rows.
+"""
 
 from __future__ import annotations
 
