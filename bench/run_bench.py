@@ -257,8 +257,7 @@ def _write_scanning_ahead(out: Path, orders: int, min_bytes: int) -> tuple[Path,
 def _covered(shard: Path) -> int:
     from harness.tables_columnar import FOLD_DIR, _segments
 
-    folded = shard.parent / FOLD_DIR
-    return _segments(shard, folded)[1] if folded.is_dir() else 0
+    return _segments(shard, shard.parent / FOLD_DIR)[1]
 
 
 def _has_flag(command: str, flag: str) -> bool:

@@ -228,8 +228,9 @@ def _segment_name(shard: Path, inode: int, start: int, end: int, before: int,
 
 
 def _segments(shard: Path, folded: Path) -> tuple[list[Path], int, int]:
-    """The stretches of ``shard`` scanned ahead that still hold (same file, from byte 0 on
-    without a gap, each ending at a line's end), and the bytes and lines they cover."""
+    """The stretches of ``shard`` scanned ahead into ``folded`` (which need not exist) that
+    still hold (same file, from byte 0 on without a gap, each ending at a line's end), and
+    the bytes and lines they cover."""
     stat = shard.stat()
     found: dict[int, tuple[int, int, int, Path]] = {}
     for path in folded.glob(f"{shard.name}.*.parquet"):
@@ -300,7 +301,7 @@ def fold_ahead(run_dir: Path, *, min_bytes: int, max_bytes: int | None = None,
     done = 0
     for shard in sorted(run_dir.glob("events*.jsonl")):
         while not (stop is not None and stop()):
-            _, covered, counted = _segments(shard, folded) if folded.is_dir() else ([], 0, 0)
+            _, covered, counted = _segments(shard, folded)
             most = 4 * min_bytes if max_bytes is None else max(min_bytes, max_bytes)
             limit = min(shard.stat().st_size - keep_bytes, covered + most)
             if limit - covered < min_bytes:
@@ -356,14 +357,15 @@ def _fetch(con: Any, run_dir: Path, shards: list[Path], spill: Path) -> _Rows:
     scans: list[tuple[int, str]] = []  # (shard, JSON scan) read into table json<i>
     parts: list[list[str]] = []  # each shard's sources, in line order
     for i, shard in enumerate(shards):
-        chain, covered, counted = _segments(shard, folded) if folded.is_dir() else ([], 0, 0)
+        chain, covered, counted = _segments(shard, folded)
         parts.append([f"SELECT * FROM read_parquet([{', '.join(map(_text, chain))}])"]
                      if chain else [])
+        size = shard.stat().st_size
         if covered == 0:
             scans.append((i, _scan(_text(shard))))
-        elif covered < shard.stat().st_size:  # the log written since it was scanned ahead
+        elif covered < size:  # the log written since it was scanned ahead
             tail = spill / f"tail{i}.jsonl"
-            _copy_range(shard, covered, shard.stat().st_size, tail)
+            _copy_range(shard, covered, size, tail)
             scans.append((i, _scan(_text(tail), counted)))
     for i, _ in scans:
         parts[i].append(f"SELECT * FROM json{i}")
