@@ -365,8 +365,8 @@ def _orders_frame(run_id: str, suppliers: list[Any], client_ids: list[Any],
     state = obj["state"]
     attempts, posts, resolves, polls = counts
     errors, supplier_errors = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    classes = ["-"] * n
-    error_kind = [""] * n
+    classes: dict[int, str] = {}
+    error_kind: dict[int, str] = {}
     for slot, errs in errs_by_row.items():
         errors[slot] = len(errs)
         supplier_errors[slot] = sum(is_supplier_error(status, phase)
@@ -380,7 +380,8 @@ def _orders_frame(run_id: str, suppliers: list[Any], client_ids: list[Any],
     with np.errstate(invalid="ignore"):
         within = ~no_seen & (seen - intended <= np.array(obj["deadline_s"], dtype=np.float64))
     columns: dict[str, Any] = {
-        "run_id": [run_id] * n, "mode": obj["mode"], "worker": obj["worker"],
+        "run_id": _take([run_id], np.zeros(n, dtype=np.intp)), "mode": obj["mode"],
+        "worker": obj["worker"],
         "supplier": suppliers, "client_order_id": client_ids,
         "supplier_order_id": obj["supplier_order_id"], "sku": obj["sku"],
         "quantity": obj["quantity"], "intended_at": _timestamps(intended),
@@ -389,19 +390,40 @@ def _orders_frame(run_id: str, suppliers: list[Any], client_ids: list[Any],
         "delivery_ms": (seen - intended) * 1000, "deadline_s": obj["deadline_s"],
         "within_deadline": within,
         "state": state, "last_state": obj["last_state"],
-        "delivered": np.isin(np.array(state, dtype=object), ["success", "partial", "refunded"]),
+        "delivered": pd.Series(state, copy=False).isin(["success", "partial", "refunded"])
+                     .to_numpy(dtype=bool),
         "codes_delivered": obj["codes_delivered"],
         "listed_price": num["listed_price"], "unit_price": num["unit_price"],
         "amount": num["amount"], "sale_price": num["sale_price"],
         "face_value": num["face_value"], "attempts": attempts, "posts": posts,
         "resolve_gets": resolves, "polls": polls,
         "resolution": obj["resolution"], "errors": errors,
-        "supplier_errors": supplier_errors, "error_classes": classes,
-        "error_kind": error_kind, "failure_reason": obj["failure_reason"],
+        "supplier_errors": supplier_errors, "error_classes": _sparse(n, "-", classes),
+        "error_kind": _sparse(n, "", error_kind), "failure_reason": obj["failure_reason"],
     }
     if not n:
         return _frame([], ORDERS_COLUMNS)
-    return pd.DataFrame({col: columns[col] for col in ORDERS_COLUMNS})
+    # columns made here, not copied again (a million rows' lists would double the memory)
+    return pd.DataFrame({col: columns[col] for col in ORDERS_COLUMNS}, copy=False)
+
+
+def _take(values: list[Any], indices: np.ndarray[Any, Any]) -> Any:
+    """The column ``[values[i] for i in indices]`` as pandas makes it from that list (its
+    dtype inferred from ``values``, every one of them used), without making the list."""
+    distinct = pd.Series(values)
+    if isinstance(distinct.dtype, np.dtype):
+        return distinct.to_numpy().take(indices)
+    return distinct.array.take(indices)
+
+
+def _sparse(n: int, fill: Any, rows: dict[int, Any]) -> Any:
+    """A column of ``n`` values, ``fill`` but at ``rows``' keys, as :func:`_take` makes it."""
+    values = list(dict.fromkeys([fill, *rows.values()]))
+    indices = np.zeros(n, dtype=np.intp)
+    if rows:
+        where = {value: i for i, value in enumerate(values)}
+        indices[list(rows)] = [where[value] for value in rows.values()]
+    return _take(values, indices)
 
 
 def _timestamps(seconds: np.ndarray[Any, Any]) -> Any:
@@ -562,8 +584,14 @@ def _code_frame(run_id: str, codes: dict[str, list[Any]], money: _Money) -> pd.D
         codes["redeem_status"] = [redeemed.get(h, "") for h in codes["code_hash"]]
     else:
         codes["redeemed_sample"], codes["redeem_status"] = [False] * n_codes, [""] * n_codes
-    return _typed(pd.DataFrame(codes, columns=list(CODES_COLUMNS))) if n_codes \
-        else _frame([], CODES_COLUMNS)
+    return _code_table(codes)
+
+
+def _code_table(codes: dict[str, Any]) -> pd.DataFrame:
+    """The codes table from its final columns (lists or arrays, not copied again)."""
+    if not len(codes["code_hash"]):
+        return _frame([], CODES_COLUMNS)
+    return _typed(pd.DataFrame({col: codes[col] for col in CODES_COLUMNS}, copy=False))
 
 
 def _assemble(run_id: str, manifest: dict[str, Any], order_frame: pd.DataFrame,
@@ -830,22 +858,26 @@ MONEY_PARQUET = ("decimal128(38, s) in Parquet, s the fewest decimals (2 to 8) t
 """How money columns are stored; ``schema.json`` says it beside each one."""
 
 
-def _money_array(values: pd.Series) -> Any:
-    """A money column as an exact Arrow decimal (None where NaN), with the fewest decimals
-    from 2 to 8 that hold every value (each is the float nearest its decimal text, so it
-    casts back to that text); None if a value is infinite or too big for decimal128."""
+def _money_numbers(values: pd.Series) -> Any:
+    """A money column's floats, NaN where it holds no number, and the exact Arrow decimal
+    type to store them in: the fewest decimals from 2 to 8 that hold every value (each is
+    the float nearest its decimal text, so it casts back to that text); None for the type
+    if a value is infinite or too big for decimal128."""
     import pyarrow as pa
 
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    missing = np.isnan(numbers)
-    finite = numbers[~missing]
+    finite = numbers[~np.isnan(numbers)]
     if len(finite) and not np.isfinite(finite).all():
-        return None
+        return numbers, None
     scale = next((k for k in range(2, 9) if np.array_equal(np.round(finite, k), finite)), 8)
     if len(finite) and float(np.abs(finite).max()) >= 10.0 ** (38 - scale - 1):
-        return None
-    floats = pa.array(numbers, mask=missing, type=pa.float64())
-    return floats.cast(pa.decimal128(38, scale), safe=False)
+        return numbers, None
+    return numbers, pa.decimal128(38, scale)
+
+
+WRITE_ROWS = 1 << 17
+"""Rows per Parquet row group: a table is written a row group at a time, its money turned
+into decimals for that group only, so that writing a million orders costs little memory."""
 
 
 def write_tables(run_dir: Path, tables: RunTables) -> None:
@@ -861,11 +893,24 @@ def write_tables(run_dir: Path, tables: RunTables) -> None:
     for name in SCHEMAS:
         frame = getattr(tables, name)
         table = pa.Table.from_pandas(frame, preserve_index=False)
+        exact: dict[int, tuple[Any, Any]] = {}
+        schema = table.schema
         for col in MONEY_COLUMNS[name]:
-            exact = _money_array(frame[col]) if col in frame.columns else None
-            if exact is not None:
-                table = table.set_column(table.schema.get_field_index(col), col, exact)
-        pq.write_table(table, run_dir / f"{name}.parquet")
+            if col in frame.columns:
+                numbers, decimal = _money_numbers(frame[col])
+                if decimal is not None:
+                    i = schema.get_field_index(col)
+                    exact[i] = (numbers, decimal)
+                    schema = schema.set(i, pa.field(col, decimal))
+        with pq.ParquetWriter(run_dir / f"{name}.parquet", schema) as writer:
+            for start in range(0, max(table.num_rows, 1), WRITE_ROWS):
+                part = table.slice(start, WRITE_ROWS)
+                for i, (numbers, decimal) in exact.items():
+                    floats = numbers[start:start + WRITE_ROWS]
+                    part = part.set_column(i, schema.field(i), pa.array(
+                        floats, mask=np.isnan(floats), type=pa.float64()).cast(decimal,
+                                                                              safe=False))
+                writer.write_table(part)
     schema = {name: {col: f"{text}; {MONEY_PARQUET}" if col in MONEY_COLUMNS[name] else text
                      for col, text in columns.items()} for name, columns in SCHEMAS.items()}
     (run_dir / "schema.json").write_text(json.dumps(schema, indent=2) + "\n")

@@ -3,12 +3,18 @@
 Each shard's JSON lines are scanned into a few packed columns (:func:`_scan`); during a
 burst most of that scan is done ahead, into Parquet stretches under the run's ``.fold/``
 (:func:`fold_ahead`, run by :mod:`harness.run.scan_ahead`), and :func:`build` reads the
-stretches that still match their shard and scans only the rest. DuckDB's queries come
-first (:func:`_fetch`), then Python makes the tables from their Arrow rows.
+stretches that still match their shard and scans only the rest. DuckDB's queries for the
+orders come first (:func:`_fetch`); then, DuckDB's budget cut to
+:data:`LATER_MEMORY_LIMIT`, Python makes the orders table from their Arrow rows while
+DuckDB runs the timeline's queries and fetches the code checks' rows
+(:func:`_later`). The tables' columns are made from the Arrow rows as pandas would make
+them from lists of values, without making the lists (:func:`harness.results._take`):
+at a million orders the build's peak memory is the tables' own size plus a few hundred MB.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -28,6 +34,9 @@ from harness.events import _lines_with, _parse
 
 MEMORY_LIMIT = "512MB"
 """DuckDB's memory budget for the fold; beyond it, it spills to a temporary folder."""
+LATER_MEMORY_LIMIT = "128MB"
+"""DuckDB's budget once the orders' rows are out (the timeline's and the codes' queries,
+beside the Python fold): less than :data:`MEMORY_LIMIT`, so that the two together fit."""
 MAX_LOG_BYTES = 4_000_000_000
 """Logs larger than this go to the streaming fold: within :data:`MEMORY_LIMIT` the columnar
 fold was measured on logs up to 2.26 GB (1M orders, 10 suppliers), and a failed attempt
@@ -76,6 +85,19 @@ _PACKED = """
 """Each event type's fields packed into a few columns (k1..k4, d), so the table stays narrow."""
 
 
+def _trim_heap() -> None:
+    """Hand the free pages back to the system: glibc keeps what DuckDB's threads freed in
+    their arenas, hundreds of MB at a million orders (a no-op beyond glibc), and Arrow's
+    allocator what the Arrow rows held."""
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def _seq_key(shard: int) -> str:
     """SQL for an event's place in log order, (t, shard, line) as one HUGEINT, so the
     events need no global sort; NULL where t is not an exact multiple of 2**-30 in
@@ -105,46 +127,69 @@ def _loads(text: str | None) -> Any:
         return json.loads(text)
 
 
-def _decode(column: Any) -> list[Any]:
-    """A column of JSON texts (None for SQL NULL) as Python values, each distinct text
-    parsed once."""
+def _distinct(column: Any) -> tuple[list[Any], np.ndarray[Any, Any], bool]:
+    """A column of JSON texts as its distinct values, each text parsed once, and each row's
+    index into them; a NULL row's index is one past the last value (the bool: whether a row
+    is NULL)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    if len(column) == 0:
-        return []
     if hasattr(column, "combine_chunks"):
         column = column.combine_chunks()
-    encoded = pc.dictionary_encode(column)
-    texts = encoded.dictionary.to_pylist()
-    values = np.empty(len(texts) + 1, dtype=object)
-    for i, text in enumerate(texts):
-        values[i] = _loads(text)
-    values[len(texts)] = None
-    indices = encoded.indices.fill_null(len(texts)).to_numpy(zero_copy_only=False)
-    out: list[Any] = values[indices].tolist()
+    encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+    values = [_loads(text) for text in encoded.dictionary.to_pylist()]
+    indices = encoded.indices
+    has_null = indices.null_count > 0
+    if has_null:
+        indices = indices.fill_null(len(values))
+    return values, indices.to_numpy(zero_copy_only=False), has_null
+
+
+def _listed(values: list[Any], indices: np.ndarray[Any, Any]) -> list[Any]:
+    """``[values[i] for i in indices]``."""
+    array = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):  # one by one: a value may be a list
+        array[i] = value
+    out: list[Any] = array[indices].tolist()
     return out
 
 
-def _arrow(con: Any, sql: str, encode: tuple[str, ...] = ()) -> Any:
+def _decode(column: Any) -> list[Any]:
+    """A column of JSON texts (None for SQL NULL) as a list of Python values."""
+    values, indices, _ = _distinct(column)
+    return _listed([*values, None], indices)
+
+
+def _arrow(con: Any, sql: str, encode: tuple[str, ...] = (), order: str = "") -> Any:
     """The result of ``sql`` as an Arrow table, streamed out of DuckDB in batches; the
     columns ``encode`` (few distinct texts in many rows) dictionary-encoded batch by batch,
-    so that they take a few bytes a row while the table waits for the Python fold."""
+    so that they take a few bytes a row while the table waits for the Python fold; with
+    ``order``, its rows sorted by that column (then dropped) here rather than in DuckDB,
+    whose sort of wide rows did not keep to its memory limit."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     reader = con.sql(sql).to_arrow_reader(1 << 16)
-    if not encode:
-        return reader.read_all()
     batches = []
     for batch in reader:
-        columns = [pc.dictionary_encode(column) if name in encode else column
+        # every column copied out of DuckDB's batch (a column left in it keeps the whole
+        # batch, the texts encoded away among it, alive)
+        columns = [pc.dictionary_encode(column) if name in encode else pa.concat_arrays([column])
                    for name, column in zip(batch.schema.names, batch.columns, strict=True)]
         batches.append(pa.record_batch(columns, names=batch.schema.names))
     if not batches:  # the schema with the encoded types, no rows
-        return pa.Table.from_batches([], schema=pa.schema([
+        table = pa.Table.from_batches([], schema=pa.schema([
             pa.field(f.name, pa.dictionary(pa.int32(), f.type) if f.name in encode
                      else f.type) for f in reader.schema]))
-    return pa.Table.from_batches(batches).unify_dictionaries()
+    else:
+        table = pa.Table.from_batches(batches).unify_dictionaries()
+    del batches
+    if order:
+        rows = pc.sort_indices(table[order])
+        table = table.drop_columns([order])
+        for i, name in enumerate(table.schema.names):  # one column's copy at a time
+            table = table.set_column(i, name, table.column(i).take(rows))
+    return table
 
 
 def _floats(column: Any) -> np.ndarray[Any, Any]:
@@ -181,17 +226,32 @@ def build(run_dir: Path) -> R.RunTables:
         try:
             con.execute("SET enable_progress_bar = false")
             rows = _fetch(con, run_dir, shards, Path(spill))
+            # what is left for DuckDB is small: its buffers go back before Python's work
+            with contextlib.suppress(duckdb.OutOfMemoryException):  # if it can let them go
+                con.execute(f"SET memory_limit = '{LATER_MEMORY_LIMIT}'")
+            _trim_heap()
             money = R._Money(run_dir.name)
-            # the timeline's queries run in DuckDB while Python makes the orders table
+            # the timeline's queries, then the code checks' rows, run in DuckDB while Python
+            # makes the orders table
             with ThreadPoolExecutor(max_workers=1) as pool:
-                later = pool.submit(_timeline_and_completion, con, run_dir.name, rows.rare)
+                later = pool.submit(_later, con, run_dir.name, rows.rare)
                 orders = _orders(run_dir.name, rows, money)
-                timeline, complete = later.result()
-            con.execute("SET memory_limit = '32MB'")  # its buffers go back to the system
-        finally:                                      # before the codes become a table
+                rows.orders = rows.tried = rows.failed = None  # done with: let them go
+                _trim_heap()
+                try:
+                    timeline, complete, code_rows = later.result()
+                except duckdb.OutOfMemoryException:  # a log the small budget does not fit:
+                    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")  # again, with more
+                    timeline, complete, code_rows = _later(con, run_dir.name, rows.rare)
+                del later  # it holds the code rows too
+        finally:
             con.close()
-    codes = _codes(run_dir.name, rows.codes, money)
+    _trim_heap()
+    codes = _codes(run_dir.name, code_rows, money)
+    del code_rows
+    _trim_heap()
     tables = R._assemble(run_dir.name, manifest, orders, codes, money, timeline)
+    _trim_heap()
     # the scan read every line: keep whether the run finished, so the first analysis
     # need not read the log again (harness.events.run_complete)
     E.keep_completion(run_dir, signature, complete)
@@ -329,23 +389,23 @@ def fold_ahead(run_dir: Path, *, min_bytes: int, max_bytes: int | None = None,
 
 @dataclass
 class _Rows:
-    """What DuckDB hands the Python fold, in Arrow: the rare events (parsed), the orders'
-    rows with their attempts and errors, and the code checks."""
+    """What DuckDB hands the Python fold for the orders table, in Arrow: the rare events
+    (parsed), the orders' rows with their attempts and errors."""
 
     rare: list[tuple[dict[str, Any], dict[str, Any]]]
     orders: Any
     tried: Any
     failed: Any
-    codes: Any
 
 
-def _timeline_and_completion(con: Any, run_id: str,
-                             rare: list[tuple[dict[str, Any], dict[str, Any]]]
-                             ) -> tuple[Any, bool]:
-    """:func:`_timeline` and :func:`_complete`, on a cursor of their own (another thread)."""
+def _later(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, Any]]]
+           ) -> tuple[Any, bool, Any]:
+    """:func:`_timeline`, :func:`_complete` and :func:`_code_rows`, on a cursor of their own
+    (in another thread); the code rows last, so that they are not yet in memory while the
+    orders table is made."""
     cursor = con.cursor()
     try:
-        return _timeline(cursor, run_id, rare), _complete(cursor)
+        return _timeline(cursor, run_id, rare), _complete(cursor), _code_rows(cursor)
     finally:
         cursor.close()
 
@@ -414,7 +474,7 @@ def _fetch(con: Any, run_dir: Path, shards: list[Path], spill: Path) -> _Rows:
         JOIN (SELECT seq, ksup, kcid, k1, k2, d FROM ev WHERE type = 'order_planned') e
              ON e.seq = g.last_seq""")
 
-    return _Rows(_rare_events(con, shards), *_order_rows(con), _code_rows(con))
+    return _Rows(_rare_events(con, shards), *_order_rows(con))
 
 
 def _number_by_sorting(con: Any, union: str, shards: int) -> None:
@@ -498,28 +558,24 @@ def _strings(column: Any) -> Any:
 
 
 def _texts(column: Any) -> Any:
-    """:func:`_strings`, or the decoded list where the column is not plain strings."""
+    """:func:`_strings`, or else the column of decoded values as pandas makes it from their
+    list (:func:`harness.results._take`)."""
     plain = _strings(column)
-    return _decode(column) if plain is None else plain
+    if plain is not None:
+        return plain
+    values, indices, has_null = _distinct(column)
+    return R._take([*values, None] if has_null else values, indices)
 
 
-def _derived(column: Any, derive: Any, default: tuple[Any, ...]) -> list[list[Any]]:
+def _derived(column: Any, derive: Any, default: tuple[Any, ...],
+             make: Callable[[list[Any], np.ndarray[Any, Any]], Any] = R._take) -> list[Any]:
     """Per row, ``derive(value)`` (a tuple) of the row's JSON text, or ``default`` where the
-    text is NULL; computed once per distinct text; returned as one list per tuple field."""
-    import pyarrow.compute as pc
-
-    if hasattr(column, "combine_chunks"):
-        column = column.combine_chunks()
-    encoded = pc.dictionary_encode(column)
-    rows = [derive(_loads(text)) for text in encoded.dictionary.to_pylist()] + [default]
-    indices = encoded.indices.fill_null(len(rows) - 1).to_numpy(zero_copy_only=False)
-    out = []
-    for i in range(len(default)):
-        values = np.empty(len(rows), dtype=object)
-        for j, row in enumerate(rows):
-            values[j] = row[i]
-        out.append(values[indices].tolist())
-    return out
+    text is NULL; computed once per distinct text; returned as one column per tuple field,
+    each made by ``make`` from the distinct values and the rows' indices into them (by
+    default a pandas column as from the list of values, :func:`harness.results._take`)."""
+    values, indices, has_null = _distinct(column)
+    rows = [derive(value) for value in values] + ([default] if has_null else [])
+    return [make([row[i] for row in rows], indices) for i in range(len(default))]
 
 
 def _plan_fields(value: Any) -> tuple[Any, ...]:
@@ -543,7 +599,7 @@ def _order_rows(con: Any) -> tuple[Any, Any, Any]:
              fin AS (SELECT o.idx, max(e.seq) AS last
                      FROM ev e JOIN o ON e.k = o.k
                      WHERE e.type = 'order_final' AND e.seq > o.last_seq GROUP BY o.idx)
-        SELECT o.ksup, o.kcid, o.mode, o.rest, o.intended, a1.d AS accepted_at,
+        SELECT o.idx, o.ksup, o.kcid, o.mode, o.rest, o.intended, a1.d AS accepted_at,
                CASE WHEN acc.idx IS NULL THEN '""' ELSE a2.k1 END AS soid,
                f.t AS final_at, f.d AS seen,
                CASE WHEN fin.idx IS NULL THEN '"unknown"' ELSE f.k1 END AS state,
@@ -555,15 +611,15 @@ def _order_rows(con: Any) -> tuple[Any, Any, Any]:
                  ON a2.seq = acc.last
              LEFT JOIN fin ON o.idx = fin.idx
              LEFT JOIN (SELECT seq, t, k1, k2, d FROM ev WHERE type = 'order_final') f
-                 ON f.seq = fin.last
-        ORDER BY o.idx""", encode=("ksup", "mode", "rest", "state", "frest"))
+                 ON f.seq = fin.last""", encode=("ksup", "mode", "rest", "state", "frest"),
+                  order="idx")
     tried = _arrow(con, """SELECT o.idx, e.k2 AS method, e.k3 AS purpose, count(*) AS n
                        FROM ev e JOIN o ON e.k = o.k
                        WHERE e.type = 'order_attempt' GROUP BY ALL""",
                    encode=("method", "purpose"))
-    failed = _arrow(con, """SELECT o.idx, e.k1 AS kind, e.k2 AS status, e.k3 AS phase
+    failed = _arrow(con, """SELECT e.seq, o.idx, e.k1 AS kind, e.k2 AS status, e.k3 AS phase
                         FROM ev e JOIN o ON e.k = o.k
-                        WHERE e.type = 'order_error' ORDER BY e.seq""")
+                        WHERE e.type = 'order_error'""", order="seq")
     return base, tried, failed
 
 
@@ -606,8 +662,11 @@ def _orders(run_id: str, fetched: _Rows, money: R._Money) -> Any:
         rows = tried["idx"].to_numpy()
         times = tried["n"].to_numpy().astype(np.int64)
         np.add.at(counts[0], rows, times)
-        column = np.array([_PURPOSE.get(purpose or method, 0) for method, purpose in zip(
-            _decode(tried["method"]), _decode(tried["purpose"]), strict=True)], dtype=np.int64)
+        methods, method_of, _ = _distinct(tried["method"])
+        purposes, purpose_of, _ = _distinct(tried["purpose"])
+        each = np.array([[_PURPOSE.get(purpose or method, 0) for purpose in [*purposes, None]]
+                         for method in [*methods, None]], dtype=np.int64)
+        column = each[method_of, purpose_of]
         for c in (1, 2, 3):
             mine = column == c
             np.add.at(counts[c], rows[mine], times[mine])
@@ -632,38 +691,55 @@ def _code_fields(value: Any) -> tuple[Any, ...]:
 
 def _code_rows(con: Any) -> Any:
     """The code checks in log order, each with its order's key and mode when planned."""
-    return _arrow(con, """SELECT CASE WHEN e.nosup AND o.idx IS NULL THEN NULL ELSE e.ksup END
+    return _arrow(con, """SELECT e.seq,
+                              CASE WHEN e.nosup AND o.idx IS NULL THEN NULL ELSE e.ksup END
                                   AS supplier,
                               CASE WHEN e.nocid AND o.idx IS NULL THEN NULL ELSE e.kcid END
                                   AS client_order_id,
                               e.k1, e.k2, e.k3, e.k4, o.mode AS omode,
                               o.idx IS NOT NULL AS planned
                        FROM ev e LEFT JOIN o ON e.k = o.k
-                       WHERE e.type = 'code_checked' ORDER BY e.seq""",
-                  encode=("supplier", "k3", "k4", "omode"))
+                       WHERE e.type = 'code_checked'""",
+                  encode=("supplier", "k3", "k4", "omode"), order="seq")
 
 
 def _codes(run_id: str, table: Any, money: R._Money) -> Any:
-    """The codes table, one row per code_checked in log order."""
-    codes: dict[str, Any] = {col: [] for col in R.CODES_COLUMNS}
+    """The codes table, one row per code_checked in log order; its columns made as
+    :func:`harness.results._code_frame` makes them from lists, without the lists."""
+    n = table.num_rows
+    if not n:
+        return R._code_frame(run_id, {col: [] for col in R.CODES_COLUMNS}, money)
+    none = np.zeros(n, dtype=np.intp)
     # event.get(col): None where the field is missing, unless the order's key replaces it
-    codes["supplier"] = _texts(table["supplier"])
-    codes["client_order_id"] = _texts(table["client_order_id"])
-    codes["code_hash"] = _texts(table["k1"]) if not money.redeemed else _decode(table["k1"])
-    codes["serial_masked"] = _texts(table["k2"])
-    codes["expires_at"] = _decode(table["k3"])
+    codes: dict[str, Any] = {
+        "run_id": R._take([run_id], none), "supplier": _texts(table["supplier"]),
+        "client_order_id": _texts(table["client_order_id"]), "code_hash": _texts(table["k1"]),
+        "serial_masked": _texts(table["k2"])}
+    expiries, indices, has_null = _distinct(table["k3"])
+    codes["expires_at"] = R._take(R._expiries([*expiries, None] if has_null else expiries),
+                                  indices)
     names = ("mode", "sku", "claimed_face_value", "expected_face_value", "issuer_face_value",
              "pattern_ok", "duplicate_of", "face_value_ok", "expiry_ok", "issuer_status",
              "verdict")
-    for name, values in zip(names, _derived(table["k4"], _code_fields, (None,) * len(names)),
-                            strict=True):
-        codes[name] = values
-    if not all(codes["mode"]):
-        omodes = _decode(table["omode"])
-        planned = table["planned"].to_pylist()
-        codes["mode"] = [m if m else (om if p else "") for m, om, p in zip(
-            codes["mode"], omodes, planned, strict=True)]
-    return R._code_frame(run_id, codes, money)
+    for name, (values, indices) in zip(names, _derived(
+            table["k4"], _code_fields, (None,) * len(names), lambda v, i: (v, i)), strict=True):
+        if name == "duplicate_of":
+            values = [value or "" for value in values]
+        if name == "mode" and not all(values):  # the order's mode, or "" if never planned
+            omodes = _decode(table["omode"])
+            planned = table["planned"].to_pylist()
+            codes[name] = [m if m else (om if p else "") for m, om, p in zip(
+                _listed(values, indices), omodes, planned, strict=True)]
+        else:
+            codes[name] = R._take(values, indices)
+    if money.redeemed:
+        hashes = _decode(table["k1"])
+        codes["redeemed_sample"] = [h in money.redeemed for h in hashes]
+        codes["redeem_status"] = [money.redeemed.get(h, "") for h in hashes]
+    else:
+        codes["redeemed_sample"], codes["redeem_status"] = R._take([False], none), \
+            R._take([""], none)
+    return R._code_table(codes)
 
 
 def _timeline(con: Any, run_id: str,
@@ -676,14 +752,14 @@ def _timeline(con: Any, run_id: str,
     event, known = starts[0]
     builder.t0 = t0 = float(event["t0"])
     builder.scheduled = event.get("scheduled_per_second") or {}
-    con.execute(f"""CREATE TABLE bp AS SELECT k, seq AS pseq, d AS intended
+    con.execute(f"""CREATE OR REPLACE TABLE bp AS SELECT k, seq AS pseq, d AS intended
                     FROM ev WHERE type = 'order_planned' AND k1 = '"burst"'
                     AND seq > {known["seq"]}""")
     replans = con.sql("SELECT count(*) - count(DISTINCT k) FROM bp").fetchall()
     # each event sees the order's last burst plan before it: an ASOF join, or a plain one
     # when no order was planned twice (a burst never re-plans; a resume might)
     join = "ASOF JOIN" if replans[0][0] else "JOIN"
-    con.execute(f"""CREATE TABLE m AS
+    con.execute(f"""CREATE OR REPLACE TABLE m AS
         WITH tev AS (SELECT ksup, k, seq, type, t, k1, k2, d FROM ev  -- what the counts read
                      WHERE seq > {known["seq"]} AND (type IN ('order_accepted',
                      'order_observed', 'order_error', 'schedule_slip')
@@ -710,7 +786,8 @@ def _timeline(con: Any, run_id: str,
            AND (k1 IN ('1', 'true')
                OR (json_type(k1::JSON) IN ('DOUBLE', 'UBIGINT', 'BIGINT') AND k1::DOUBLE = 1))
            GROUP BY ALL""", "sent")
-    con.execute("""CREATE TABLE acc AS SELECT any_value(ksup) AS ksup, k, min(seq) AS aseq,
+    con.execute("""CREATE OR REPLACE TABLE acc AS
+                   SELECT any_value(ksup) AS ksup, k, min(seq) AS aseq,
                    arg_min(sec, seq) AS sec, arg_min(isec, seq) AS isec,
                    arg_min((d - intended) * 1000, seq) AS ms
                    FROM m WHERE type = 'order_accepted' GROUP BY k""")

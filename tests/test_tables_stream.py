@@ -468,3 +468,39 @@ def test_the_build_reads_the_stretches_not_the_json_they_cover(
     shutil.rmtree(run / tables_columnar.FOLD_DIR)
     with pytest.raises(Exception):  # noqa: B017  DuckDB's own error for lines not JSON
         tables_columnar.build(run)
+
+
+def test_a_timeline_beyond_the_later_budget_is_queried_again_with_more(
+        real_runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the timeline's and the codes' queries run out of the small memory budget the
+    fold gives them beside the Python work, they run again at the fold's own budget: the
+    columnar fold still builds the reference's tables, never the slow streaming fold.
+    (DuckDB running out is simulated: no budget makes a small log run out reliably.)"""
+    import duckdb
+
+    calls: list[int] = []
+    timeline = tables_columnar._timeline
+
+    def out_of_memory_once(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise duckdb.OutOfMemoryException("could not allocate block")
+        return timeline(*args)
+
+    monkeypatch.setattr(tables_columnar, "_timeline", out_of_memory_once)
+    new = tables_columnar.build(real_runs["burst"])
+    assert len(calls) == 2
+    old = _reference().build_tables(real_runs["burst"])
+    for name in SCHEMAS:
+        pd.testing.assert_frame_equal(getattr(new, name), getattr(old, name), check_exact=True)
+
+
+def test_a_later_budget_duckdb_cannot_shrink_to_is_left_as_it_was(
+        real_runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A later budget smaller than what DuckDB holds (it refuses to shrink to 64 kB) leaves
+    the fold's own budget in place, and the build goes on to the reference's tables."""
+    monkeypatch.setattr(tables_columnar, "LATER_MEMORY_LIMIT", "64KB")
+    new = tables_columnar.build(real_runs["burst"])
+    old = _reference().build_tables(real_runs["burst"])
+    for name in SCHEMAS:
+        pd.testing.assert_frame_equal(getattr(new, name), getattr(old, name), check_exact=True)
