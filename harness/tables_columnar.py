@@ -3,13 +3,14 @@
 Each shard's JSON lines are scanned into a few packed columns (:func:`_scan`); during a
 burst most of that scan is done ahead, into Parquet stretches under the run's ``.fold/``
 (:func:`fold_ahead`, run by :mod:`harness.run.scan_ahead`), and :func:`build` reads the
-stretches that still match their shard and scans only the rest. DuckDB's queries for the
-orders come first (:func:`_fetch`); then, DuckDB's budget cut to
-:data:`LATER_MEMORY_LIMIT`, Python makes the orders table from their Arrow rows while
-DuckDB runs the timeline's queries and fetches the code checks' rows
-(:func:`_later`). The tables' columns are made from the Arrow rows as pandas would make
-them from lists of values, without making the lists (:func:`harness.results._take`):
-at a million orders the build's peak memory is the tables' own size plus a few hundred MB.
+stretches that still match their shard and scans only the rest.
+
+DuckDB's queries for the orders come first (:func:`_fetch`); then, its budget cut to
+:data:`LATER_MEMORY_LIMIT`, the timeline's and the code checks' rows (:func:`_later`).
+DuckDB is closed before Python makes the tables from the Arrow rows, each column as pandas
+would make it from a list of values, without the list (:func:`harness.results._take`), and
+each Arrow column let go once made into one (:class:`_Columns`). At a million orders the
+build's peak memory is the tables' own (0.54 GB) plus about 0.4 GB.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from harness.events import _lines_with, _parse
 MEMORY_LIMIT = "512MB"
 """DuckDB's memory budget for the fold; beyond it, it spills to a temporary folder."""
 LATER_MEMORY_LIMIT = "128MB"
-"""DuckDB's budget once the orders' rows are out (the timeline's and the codes' queries,
-beside the Python fold): less than :data:`MEMORY_LIMIT`, so that the two together fit."""
+"""DuckDB's budget once the orders' rows are out, for the timeline's and the codes' queries:
+their rows wait in memory beside it; if these run out of it, they run again at
+:data:`MEMORY_LIMIT`."""
 MAX_LOG_BYTES = 4_000_000_000
 """Logs larger than this go to the streaming fold: within :data:`MEMORY_LIMIT` the columnar
 fold was measured on logs up to 2.26 GB (1M orders, 10 suppliers), and a failed attempt
@@ -230,25 +232,22 @@ def build(run_dir: Path) -> R.RunTables:
             with contextlib.suppress(duckdb.OutOfMemoryException):  # if it can let them go
                 con.execute(f"SET memory_limit = '{LATER_MEMORY_LIMIT}'")
             _trim_heap()
-            money = R._Money(run_dir.name)
-            # the timeline's queries, then the code checks' rows, run in DuckDB while Python
-            # makes the orders table
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                later = pool.submit(_later, con, run_dir.name, rows.rare)
-                orders = _orders(run_dir.name, rows, money)
-                rows.orders = rows.tried = rows.failed = None  # done with: let them go
-                _trim_heap()
-                try:
-                    timeline, complete, code_rows = later.result()
-                except duckdb.OutOfMemoryException:  # a log the small budget does not fit:
-                    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")  # again, with more
-                    timeline, complete, code_rows = _later(con, run_dir.name, rows.rare)
-                del later  # it holds the code rows too
+            try:
+                timeline, complete, code_rows = _later(con, run_dir.name, rows.rare)
+            except duckdb.OutOfMemoryException:  # a log the small budget does not fit:
+                con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")  # again, with more
+                timeline, complete, code_rows = _later(con, run_dir.name, rows.rare)
         finally:
             con.close()
+    # DuckDB gone, Python makes the tables from the Arrow rows; each step's garbage goes
+    # back to the system before the next
     _trim_heap()
-    codes = _codes(run_dir.name, code_rows, money)
+    money = R._Money(run_dir.name)
+    orders = _orders(run_dir.name, rows, money)  # it lets the orders' rows go
+    _trim_heap()
+    code_columns = _Columns(code_rows)
     del code_rows
+    codes = _codes(run_dir.name, code_columns, money)
     _trim_heap()
     tables = R._assemble(run_dir.name, manifest, orders, codes, money, timeline)
     _trim_heap()
@@ -387,6 +386,20 @@ def fold_ahead(run_dir: Path, *, min_bytes: int, max_bytes: int | None = None,
     return done
 
 
+class _Columns:
+    """An Arrow table that lets each column go once it is popped, so that a column's
+    memory goes back as soon as the table's column is made from it."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.num_rows: int = table.num_rows
+
+    def pop(self, name: str) -> Any:
+        column = self.table.column(name)
+        self.table = self.table.drop_columns([name])
+        return column
+
+
 @dataclass
 class _Rows:
     """What DuckDB hands the Python fold for the orders table, in Arrow: the rare events
@@ -400,14 +413,8 @@ class _Rows:
 
 def _later(con: Any, run_id: str, rare: list[tuple[dict[str, Any], dict[str, Any]]]
            ) -> tuple[Any, bool, Any]:
-    """:func:`_timeline`, :func:`_complete` and :func:`_code_rows`, on a cursor of their own
-    (in another thread); the code rows last, so that they are not yet in memory while the
-    orders table is made."""
-    cursor = con.cursor()
-    try:
-        return _timeline(cursor, run_id, rare), _complete(cursor), _code_rows(cursor)
-    finally:
-        cursor.close()
+    """:func:`_timeline`, :func:`_complete` and :func:`_code_rows`."""
+    return _timeline(con, run_id, rare), _complete(con), _code_rows(con)
 
 
 def _fetch(con: Any, run_dir: Path, shards: list[Path], spill: Path) -> _Rows:
@@ -624,26 +631,30 @@ def _order_rows(con: Any) -> tuple[Any, Any, Any]:
 
 
 def _orders(run_id: str, fetched: _Rows, money: R._Money) -> Any:
-    """The orders table; feeds ``money`` the rare money events."""
-    base, tried, failed, rare = fetched.orders, fetched.tried, fetched.failed, fetched.rare
+    """The orders table; feeds ``money`` the rare money events. It takes the orders' rows
+    out of ``fetched``, so that each goes once made into the table's columns."""
+    base = _Columns(fetched.orders)
+    tried, failed, rare = fetched.tried, fetched.failed, fetched.rare
+    fetched.orders = fetched.tried = fetched.failed = None  # each goes once made into columns
     n = base.num_rows
     worker, sku, quantity, deadline, listed, sale, face = _derived(
-        base["rest"], _plan_fields, (None,) * 7)
+        base.pop("rest"), _plan_fields, (None,) * 7)
     last, amount, unit, delivered, reason, resolution = _derived(
-        base["frest"], _final_fields, ("unknown", 0.0, np.nan, 0, "", ""))
+        base.pop("frest"), _final_fields, ("unknown", 0.0, np.nan, 0, "", ""))
     num: dict[str, np.ndarray[Any, Any]] = {
-        "intended_at": _floats(base["intended"]), "accepted_at": _floats(base["accepted_at"]),
-        "final_at": _floats(base["final_at"]), "seen": _floats(base["seen"]),
-        "listed_price": np.array(listed, dtype=np.float64),
-        "sale_price": np.array(sale, dtype=np.float64),
-        "face_value": np.array(face, dtype=np.float64),
-        "unit_price": np.array(unit, dtype=np.float64),
-        "amount": np.array(amount, dtype=np.float64)}
+        "intended_at": _floats(base.pop("intended")),
+        "accepted_at": _floats(base.pop("accepted_at")),
+        "final_at": _floats(base.pop("final_at")), "seen": _floats(base.pop("seen")),
+        "listed_price": np.asarray(listed, dtype=np.float64),
+        "sale_price": np.asarray(sale, dtype=np.float64),
+        "face_value": np.asarray(face, dtype=np.float64),
+        "unit_price": np.asarray(unit, dtype=np.float64),
+        "amount": np.asarray(amount, dtype=np.float64)}
     obj: dict[str, Any] = {
-        "mode": _texts(base["mode"]), "worker": worker, "sku": sku, "quantity": quantity,
-        "deadline_s": deadline, "state": _texts(base["state"]), "last_state": last,
+        "mode": _texts(base.pop("mode")), "worker": worker, "sku": sku, "quantity": quantity,
+        "deadline_s": deadline, "state": _texts(base.pop("state")), "last_state": last,
         "codes_delivered": delivered, "failure_reason": reason, "resolution": resolution,
-        "supplier_order_id": _texts(base["soid"])}
+        "supplier_order_id": _texts(base.pop("soid"))}
 
     for event, known in rare:  # resumes move intended_at; money events in log order
         kind = event["type"]
@@ -678,8 +689,9 @@ def _orders(run_id: str, fetched: _Rows, money: R._Money) -> Any:
         errors.setdefault(row, []).append(("" if kind_ is None else str(kind_),
                                            0 if status is None else int(status),
                                            "" if phase is None else str(phase)))
-    return R._orders_frame(run_id, _texts(base["ksup"]), _texts(base["kcid"]), num, obj,
-                           counts, errors)
+    del tried, failed
+    return R._orders_frame(run_id, _texts(base.pop("ksup")), _texts(base.pop("kcid")), num,
+                           obj, counts, errors)
 
 
 _PURPOSE = R._PURPOSE_COLUMN
@@ -703,39 +715,41 @@ def _code_rows(con: Any) -> Any:
                   encode=("supplier", "k3", "k4", "omode"), order="seq")
 
 
-def _codes(run_id: str, table: Any, money: R._Money) -> Any:
+def _codes(run_id: str, table: _Columns, money: R._Money) -> Any:
     """The codes table, one row per code_checked in log order; its columns made as
     :func:`harness.results._code_frame` makes them from lists, without the lists."""
     n = table.num_rows
     if not n:
         return R._code_frame(run_id, {col: [] for col in R.CODES_COLUMNS}, money)
     none = np.zeros(n, dtype=np.intp)
+    hashes = table.pop("k1")
     # event.get(col): None where the field is missing, unless the order's key replaces it
     codes: dict[str, Any] = {
-        "run_id": R._take([run_id], none), "supplier": _texts(table["supplier"]),
-        "client_order_id": _texts(table["client_order_id"]), "code_hash": _texts(table["k1"]),
-        "serial_masked": _texts(table["k2"])}
-    expiries, indices, has_null = _distinct(table["k3"])
+        "run_id": R._take([run_id], none), "supplier": _texts(table.pop("supplier")),
+        "client_order_id": _texts(table.pop("client_order_id")), "code_hash": _texts(hashes),
+        "serial_masked": _texts(table.pop("k2"))}
+    expiries, indices, has_null = _distinct(table.pop("k3"))
     codes["expires_at"] = R._take(R._expiries([*expiries, None] if has_null else expiries),
                                   indices)
     names = ("mode", "sku", "claimed_face_value", "expected_face_value", "issuer_face_value",
              "pattern_ok", "duplicate_of", "face_value_ok", "expiry_ok", "issuer_status",
              "verdict")
     for name, (values, indices) in zip(names, _derived(
-            table["k4"], _code_fields, (None,) * len(names), lambda v, i: (v, i)), strict=True):
+            table.pop("k4"), _code_fields, (None,) * len(names), lambda v, i: (v, i)),
+            strict=True):
         if name == "duplicate_of":
             values = [value or "" for value in values]
         if name == "mode" and not all(values):  # the order's mode, or "" if never planned
-            omodes = _decode(table["omode"])
-            planned = table["planned"].to_pylist()
+            omodes = _decode(table.pop("omode"))
+            planned = table.pop("planned").to_pylist()
             codes[name] = [m if m else (om if p else "") for m, om, p in zip(
                 _listed(values, indices), omodes, planned, strict=True)]
         else:
             codes[name] = R._take(values, indices)
     if money.redeemed:
-        hashes = _decode(table["k1"])
-        codes["redeemed_sample"] = [h in money.redeemed for h in hashes]
-        codes["redeem_status"] = [money.redeemed.get(h, "") for h in hashes]
+        listed = _decode(hashes)
+        codes["redeemed_sample"] = [h in money.redeemed for h in listed]
+        codes["redeem_status"] = [money.redeemed.get(h, "") for h in listed]
     else:
         codes["redeemed_sample"], codes["redeem_status"] = R._take([False], none), \
             R._take([""], none)
