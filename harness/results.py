@@ -409,7 +409,8 @@ def _orders_frame(run_id: str, suppliers: list[Any], client_ids: list[Any],
 
 def _take(values: list[Any], indices: np.ndarray[Any, Any]) -> Any:
     """The column ``[values[i] for i in indices]`` as pandas makes it from that list (its
-    dtype inferred from ``values``, every one of them used), without making the list."""
+    dtype inferred from ``values``, so each should be used, or be of a type that is),
+    without making the list."""
     distinct = pd.Series(values)
     if isinstance(distinct.dtype, np.dtype):
         return distinct.to_numpy().take(indices)
@@ -858,7 +859,7 @@ MONEY_PARQUET = ("decimal128(38, s) in Parquet, s the fewest decimals (2 to 8) t
 """How money columns are stored; ``schema.json`` says it beside each one."""
 
 
-def _money_numbers(values: pd.Series) -> Any:
+def _money_numbers(values: pd.Series) -> tuple[np.ndarray[Any, Any], Any]:
     """A money column's floats, NaN where it holds no number, and the exact Arrow decimal
     type to store them in: the fewest decimals from 2 to 8 that hold every value (each is
     the float nearest its decimal text, so it casts back to that text); None for the type
@@ -894,20 +895,20 @@ def write_tables(run_dir: Path, tables: RunTables) -> None:
         frame = getattr(tables, name)
         table = pa.Table.from_pandas(frame, preserve_index=False)
         exact: dict[int, tuple[Any, Any]] = {}
-        schema = table.schema
+        written = table.schema
         for col in MONEY_COLUMNS[name]:
             if col in frame.columns:
                 numbers, decimal = _money_numbers(frame[col])
                 if decimal is not None:
-                    i = schema.get_field_index(col)
+                    i = written.get_field_index(col)
                     exact[i] = (numbers, decimal)
-                    schema = schema.set(i, pa.field(col, decimal))
-        with pq.ParquetWriter(run_dir / f"{name}.parquet", schema) as writer:
+                    written = written.set(i, pa.field(col, decimal))
+        with pq.ParquetWriter(run_dir / f"{name}.parquet", written) as writer:
             for start in range(0, max(table.num_rows, 1), WRITE_ROWS):
                 part = table.slice(start, WRITE_ROWS)
                 for i, (numbers, decimal) in exact.items():
                     floats = numbers[start:start + WRITE_ROWS]
-                    part = part.set_column(i, schema.field(i), pa.array(
+                    part = part.set_column(i, written.field(i), pa.array(
                         floats, mask=np.isnan(floats), type=pa.float64()).cast(decimal,
                                                                               safe=False))
                 writer.write_table(part)

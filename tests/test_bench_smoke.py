@@ -80,3 +80,22 @@ def test_capacity_benchmark_measures_both_on_one_schedule() -> None:
         assert step["worker_cpu_ms_per_order"] > 0 and step["sim_cores"] > 0, step
     assert steps["plain1"]["requests"] >= 3 * 40 and steps["plain1"]["failures"] == 0
     assert set(rows[-1]["summary"]["held"]) == {"tb1", "plain1"}
+
+
+def test_build_phases_benchmark_names_each_phase(tmp_path: Path) -> None:
+    """The build's phase probe runs the real build and write on a small synthetic burst and
+    reports every phase of the columnar fold with its peak memory, and the whole build."""
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, str(BENCH / "synth_run.py"), "--orders", "2000",
+                    "--suppliers", "3", "--out", str(run)], check=True, cwd=ROOT,
+                   capture_output=True, timeout=120)
+    done = subprocess.run([sys.executable, str(BENCH / "build_phases.py"), str(run)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    phases = {row["phase"] for row in rows}
+    assert {"_fetch", "_order_rows", "_timeline", "_code_rows", "_orders", "_codes",
+            "write_tables"} <= phases
+    assert all(row["peak_mb"] > 50 for row in rows if "peak_mb" in row)
+    assert rows[-1]["phase"] == "whole" and rows[-1]["orders"] == 2000
+    assert (run / "orders.parquet").exists()
