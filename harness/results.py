@@ -390,8 +390,7 @@ def _orders_frame(run_id: str, suppliers: list[Any], client_ids: list[Any],
         "delivery_ms": (seen - intended) * 1000, "deadline_s": obj["deadline_s"],
         "within_deadline": within,
         "state": state, "last_state": obj["last_state"],
-        "delivered": pd.Series(state, copy=False).isin(["success", "partial", "refunded"])
-                     .to_numpy(dtype=bool),
+        "delivered": _delivered(state),
         "codes_delivered": obj["codes_delivered"],
         "listed_price": num["listed_price"], "unit_price": num["unit_price"],
         "amount": num["amount"], "sale_price": num["sale_price"],
@@ -405,6 +404,16 @@ def _orders_frame(run_id: str, suppliers: list[Any], client_ids: list[Any],
         return _frame([], ORDERS_COLUMNS)
     # columns made here, not copied again (a million rows' lists would double the memory)
     return pd.DataFrame({col: columns[col] for col in ORDERS_COLUMNS}, copy=False)
+
+
+def _delivered(state: Any) -> np.ndarray[Any, Any]:
+    """Per row, whether the state is one of delivery (success, partial, refunded)."""
+    delivered = ["success", "partial", "refunded"]
+    states = pd.Series(state, copy=False)
+    if states.dtype == object:  # values of any kind, as they compare
+        return np.isin(states.to_numpy(), delivered)
+    out: np.ndarray[Any, Any] = states.isin(delivered).to_numpy(dtype=bool)
+    return out
 
 
 def _take(values: list[Any], indices: np.ndarray[Any, Any]) -> Any:
