@@ -317,10 +317,12 @@ def bench_burst(table: Table, smoke: bool) -> None:
     tb, plain = rows["trialbench"].get("cpu_ms_per_order"), \
         rows["plain-locust"].get("cpu_ms_per_order")
     if tb and plain:
-        table.add(f"CPU per order at {rate}/s, 1 worker (master + worker + scan-ahead)",
-                  f"trialbench {tb:.2f} ms, plain Locust {plain:.2f} ms",
-                  "≥ 0.8 (orders/s ∝ 1 / CPU)", f"plain/trialbench {plain / tb:.2f} "
-                  + _verdict(plain / tb >= 0.8))
+        # not the same work: trialbench also receives 2 callbacks, polls and checks every
+        # code; the like-for-like comparison (same HTTP work per order) is bench_capacity's
+        table.add(f"CPU per order at {rate}/s, 1 worker (master + worker + scan-ahead; "
+                  "plain Locust: 1 POST + 1 GET, less work)",
+                  f"trialbench {tb:.2f} ms, plain Locust {plain:.2f} ms", "",
+                  f"plain/trialbench {plain / tb:.2f}")
     bench_capacity(table, smoke)
 
 
