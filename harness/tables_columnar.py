@@ -673,11 +673,16 @@ def _orders(run_id: str, fetched: _Rows, money: R._Money) -> Any:
         rows = tried["idx"].to_numpy()
         times = tried["n"].to_numpy().astype(np.int64)
         np.add.at(counts[0], rows, times)
+        # each (method, purpose) pair that occurs looked up once
         methods, method_of, _ = _distinct(tried["method"])
         purposes, purpose_of, _ = _distinct(tried["purpose"])
-        each = np.array([[_PURPOSE.get(purpose or method, 0) for purpose in [*purposes, None]]
-                         for method in [*methods, None]], dtype=np.int64)
-        column = each[method_of, purpose_of]
+        methods.append(None)
+        purposes.append(None)
+        pair = method_of.astype(np.int64) * len(purposes) + purpose_of
+        seen, where = np.unique(pair, return_inverse=True)
+        column = np.array([_PURPOSE.get(purposes[p % len(purposes)] or
+                                        methods[p // len(purposes)], 0) for p in seen.tolist()],
+                          dtype=np.int64)[where]
         for c in (1, 2, 3):
             mine = column == c
             np.add.at(counts[c], rows[mine], times[mine])
