@@ -46,16 +46,22 @@ class Phases:
         self.peak: dict[str, float] = {}
         self.end: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
+        self.lock = threading.Lock()
         threading.Thread(target=self._sample, daemon=True).start()
 
-    def _sample(self) -> None:
-        while True:
-            rss, phase = _rss_mb(), self.now
+    def _record(self, phase: str) -> None:
+        """The RSS now, as a sample of ``phase``."""
+        rss = _rss_mb()
+        with self.lock:
             if phase not in self.peak:
                 self.order.append(phase)
                 self.peak[phase] = rss
             self.peak[phase] = max(self.peak[phase], rss)
             self.end[phase] = rss
+
+    def _sample(self) -> None:
+        while True:
+            self._record(self.now)
             time.sleep(0.01)
 
     def wrap(self, module: Any, name: str) -> None:
@@ -63,11 +69,13 @@ class Phases:
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             before, self.now = self.now, name
+            self._record(name)  # a phase shorter than the sampling's 10 ms is still named
             started = time.perf_counter()
             try:
                 return inner(*args, **kwargs)
             finally:
                 self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+                self._record(name)
                 self.now = before.rstrip("'") + "'"
 
         setattr(module, name, timed)
