@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import threading
@@ -23,6 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import psutil  # Locust's dependency, as in burst_memory.py
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
@@ -33,8 +34,7 @@ PHASES = {"harness.tables_columnar": ("_fetch", "_order_rows", "_later", "_timel
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return float(psutil.Process().memory_info().rss) / 2**20
 
 
 class Phases:

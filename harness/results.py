@@ -380,7 +380,7 @@ def _orders_frame(run_id: str, suppliers: list[Any], client_ids: list[Any],
     with np.errstate(invalid="ignore"):
         within = ~no_seen & (seen - intended <= np.array(obj["deadline_s"], dtype=np.float64))
     columns: dict[str, Any] = {
-        "run_id": _take([run_id], np.zeros(n, dtype=np.intp)), "mode": obj["mode"],
+        "run_id": _constant(run_id, n), "mode": obj["mode"],
         "worker": obj["worker"],
         "supplier": suppliers, "client_order_id": client_ids,
         "supplier_order_id": obj["supplier_order_id"], "sku": obj["sku"],
@@ -424,6 +424,11 @@ def _take(values: list[Any], indices: np.ndarray[Any, Any]) -> Any:
     if isinstance(distinct.dtype, np.dtype):
         return distinct.to_numpy().take(indices)
     return distinct.array.take(indices)
+
+
+def _constant(value: Any, n: int) -> Any:
+    """A column of ``n`` times ``value``, as :func:`_take` makes it."""
+    return _take([value], np.zeros(n, dtype=np.intp))
 
 
 def _sparse(n: int, fill: Any, rows: dict[int, Any]) -> Any:
@@ -584,23 +589,30 @@ def _fold(run_dir: Path, events: Iterable[dict[str, Any]]) -> RunTables:
 
 def _code_frame(run_id: str, codes: dict[str, list[Any]], money: _Money) -> pd.DataFrame:
     """The codes table from the code_checked values in log order (modes filled in)."""
-    n_codes = len(codes["code_hash"])
-    redeemed = money.redeemed
-    codes["run_id"] = [run_id] * n_codes
     codes["expires_at"] = _expiries(codes["expires_at"])
-    codes["duplicate_of"] = [v or "" for v in codes["duplicate_of"]]
-    if redeemed:
+    codes["duplicate_of"] = _duplicate_of(codes["duplicate_of"])
+    return _code_table(run_id, codes, money)
+
+
+def _duplicate_of(values: list[Any]) -> list[Any]:
+    """``duplicate_of`` values as the codes table has them: empty where none."""
+    return [value or "" for value in values]
+
+
+def _code_table(run_id: str, codes: dict[str, Any], money: _Money) -> pd.DataFrame:
+    """The codes table from its columns (lists, or arrays as :func:`_take` makes them; not
+    copied again), ``expires_at`` and ``duplicate_of`` already as the table has them: adds
+    ``run_id`` and the redeemed sample's columns."""
+    n = len(codes["code_hash"])
+    if not n:
+        return _frame([], CODES_COLUMNS)
+    codes["run_id"] = _constant(run_id, n)
+    redeemed = money.redeemed
+    if redeemed:  # a trial's sample: a few codes' hashes, looked up row by row
         codes["redeemed_sample"] = [h in redeemed for h in codes["code_hash"]]
         codes["redeem_status"] = [redeemed.get(h, "") for h in codes["code_hash"]]
     else:
-        codes["redeemed_sample"], codes["redeem_status"] = [False] * n_codes, [""] * n_codes
-    return _code_table(codes)
-
-
-def _code_table(codes: dict[str, Any]) -> pd.DataFrame:
-    """The codes table from its final columns (lists or arrays, not copied again)."""
-    if not len(codes["code_hash"]):
-        return _frame([], CODES_COLUMNS)
+        codes["redeemed_sample"], codes["redeem_status"] = _constant(False, n), _constant("", n)
     return _typed(pd.DataFrame({col: codes[col] for col in CODES_COLUMNS}, copy=False))
 
 

@@ -723,16 +723,11 @@ def _code_rows(con: Any) -> Any:
 def _codes(run_id: str, table: _Columns, money: R._Money) -> Any:
     """The codes table, one row per code_checked in log order; its columns made as
     :func:`harness.results._code_frame` makes them from lists, without the lists."""
-    n = table.num_rows
-    if not n:
-        return R._code_frame(run_id, {col: [] for col in R.CODES_COLUMNS}, money)
-    none = np.zeros(n, dtype=np.intp)
-    hashes = table.pop("k1")
     # event.get(col): None where the field is missing, unless the order's key replaces it
     codes: dict[str, Any] = {
-        "run_id": R._take([run_id], none), "supplier": _texts(table.pop("supplier")),
-        "client_order_id": _texts(table.pop("client_order_id")), "code_hash": _texts(hashes),
-        "serial_masked": _texts(table.pop("k2"))}
+        "supplier": _texts(table.pop("supplier")),
+        "client_order_id": _texts(table.pop("client_order_id")),
+        "code_hash": _texts(table.pop("k1")), "serial_masked": _texts(table.pop("k2"))}
     expiries, indices, has_null = _distinct(table.pop("k3"))
     codes["expires_at"] = R._take(R._expiries([*expiries, None] if has_null else expiries),
                                   indices)
@@ -743,7 +738,7 @@ def _codes(run_id: str, table: _Columns, money: R._Money) -> Any:
             table.pop("k4"), _code_fields, (None,) * len(names), lambda v, i: (v, i)),
             strict=True):
         if name == "duplicate_of":
-            values = [value or "" for value in values]
+            values = R._duplicate_of(values)
         if name == "mode" and not all(values):  # the order's mode, or "" if never planned
             omodes = _decode(table.pop("omode"))
             planned = table.pop("planned").to_pylist()
@@ -751,14 +746,7 @@ def _codes(run_id: str, table: _Columns, money: R._Money) -> Any:
                 _listed(values, indices), omodes, planned, strict=True)]
         else:
             codes[name] = R._take(values, indices)
-    if money.redeemed:
-        listed = _decode(hashes)
-        codes["redeemed_sample"] = [h in money.redeemed for h in listed]
-        codes["redeem_status"] = [money.redeemed.get(h, "") for h in listed]
-    else:
-        codes["redeemed_sample"], codes["redeem_status"] = R._take([False], none), \
-            R._take([""], none)
-    return R._code_table(codes)
+    return R._code_table(run_id, codes, money)
 
 
 def _timeline(con: Any, run_id: str,

@@ -241,6 +241,10 @@ def _burst_log(tmp_path: Path) -> Path:
         {"t": 100.0, "type": "order_error", **k3, "kind": "timeout", "status": 0,
          "phase": "place"},
         plan("b1", 100.0), plan("b3", 100.1, supplier="t"),
+        {"t": 100.15, "type": "order_attempt", **k3, "attempt": 2, "method": "POST",
+         "purpose": "repost"},  # its last failed POST is what error_kind shows
+        {"t": 100.15, "type": "order_error", **k3, "kind": "http_503", "status": 503,
+         "phase": "place"},
         {"t": 100.2, "type": "order_attempt", **k1, "attempt": 1.0, "method": "POST",
          "purpose": "place"},
         {"t": 100.2, "type": "schedule_slip", **k1, "intended_at": 100.0,
@@ -504,3 +508,43 @@ def test_a_later_budget_duckdb_cannot_shrink_to_is_left_as_it_was(
     old = _reference().build_tables(real_runs["burst"])
     for name in SCHEMAS:
         pd.testing.assert_frame_equal(getattr(new, name), getattr(old, name), check_exact=True)
+
+
+class _Scrambled:
+    """A DuckDB connection whose query results come back in reverse order: DuckDB may give
+    the rows of a query without ORDER BY in any order (at scale, its threads interleave
+    them; a small log comes back in order by chance)."""
+
+    def __init__(self, con: Any) -> None:
+        self.con = con
+
+    def sql(self, query: str) -> Any:
+        import pyarrow as pa
+
+        table = self.con.sql(query).to_arrow_table()
+        reverse = pa.array(range(table.num_rows - 1, -1, -1), type=pa.int64())
+
+        class Relation:
+            def to_arrow_reader(self, rows: int) -> Any:
+                return table.take(reverse).to_reader(rows)
+
+        return Relation()
+
+
+def test_the_fold_sorts_what_duckdb_returns_in_any_order(
+        real_runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The orders' rows, their errors and the code checks come out of DuckDB unsorted and are
+    put in order by the fold itself: with every such result reversed, the tables are still
+    the reference's (each order's counts and errors on its own row, the codes in log order)."""
+    arrow = tables_columnar._arrow
+    monkeypatch.setattr(tables_columnar, "_arrow",
+                        lambda con, sql, *args, **kwargs: arrow(_Scrambled(con), sql, *args,
+                                                                **kwargs))
+    for run in (real_runs["burst"], real_runs["trial"], _burst_log(tmp_path)):
+        new = tables_columnar.build(run)
+        old = _reference().build_tables(run)
+        for name in SCHEMAS:
+            pd.testing.assert_frame_equal(getattr(new, name), getattr(old, name),
+                                          check_exact=True, obj=f"{run.name} {name}")
+    # b3's failed POSTs, a timeout then a 503: the last is its error_kind (errors in order)
+    assert new.orders.set_index("client_order_id").loc["b3", "error_kind"] == "http_503"
